@@ -1,0 +1,335 @@
+"""The data types that flow between segvlm's stages.
+
+One result type, :class:`VideoSegmentation`, is what the pipeline returns and what every consumer reads
+(exports, mask tokenizers, dataset builders, agent tools). It is a list of :class:`FrameResult`, one per
+processed frame, each holding the :class:`ObjectMask` of every object visible in that frame. Masks are
+kept as COCO RLE (:class:`segvlm.masks.RLE`) and decoded on demand.
+
+Conventions:
+    * boxes are ``(x0, y0, x1, y1)`` in pixels of the original frame (not the model's resized copy);
+    * masks are at the original frame size, ``(H, W)``;
+    * ``frame_index`` is the index in the source video (so with ``stride=2`` it runs 0, 2, 4, ...);
+      ``result[i]`` is the i-th processed frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segvlm.masks import RLE
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+    from segvlm.corrections import Corrector
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One grounded box from a detector, before it has a mask or a track.
+
+    Attributes:
+        box_xyxy: the box in original-frame pixels.
+        score: the detector's confidence (after re-ranking, if any), in [0, 1].
+        label: the noun phrase that was grounded, e.g. ``"red car"``.
+        phrase: the full query phrase this label came from, kept for re-ranking.
+    """
+
+    box_xyxy: Box
+    score: float
+    label: str
+    phrase: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectMask:
+    """One object in one frame.
+
+    Attributes:
+        track_id: stable id of the object across frames (1, 2, ...).
+        label: the grounded noun phrase (``"red car"``).
+        phrase: the full query phrase (``"segment the red car"``).
+        score: detection score of the track (segmenter confidence for propagated frames).
+        box_xyxy: tight box around the mask, original-frame pixels.
+        rle: the mask, COCO RLE at original frame size.
+    """
+
+    track_id: int
+    label: str
+    phrase: str
+    score: float
+    box_xyxy: Box
+    rle: RLE
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The dense (H, W) boolean mask, decoded on each access."""
+        return self.rle.decode()
+
+    @property
+    def area(self) -> int:
+        return self.rle.area
+
+
+@dataclass
+class FrameResult:
+    """All objects in one processed frame.
+
+    Attributes:
+        frame_index: index of the frame in the source (before stride).
+        timestamp: seconds from the start of the video, when known.
+        height, width: original frame size.
+        objects: one entry per visible object, sorted by track id.
+    """
+
+    frame_index: int
+    height: int
+    width: int
+    timestamp: float | None = None
+    objects: list[ObjectMask] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[ObjectMask]:
+        return iter(self.objects)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def get(self, track_id: int) -> ObjectMask | None:
+        """The object with this track id in this frame, or None."""
+        for obj in self.objects:
+            if obj.track_id == track_id:
+                return obj
+        return None
+
+    @property
+    def track_ids(self) -> list[int]:
+        return [obj.track_id for obj in self.objects]
+
+    def masks(self) -> np.ndarray:
+        """Dense masks of all objects: an (N, H, W) boolean array."""
+        if not self.objects:
+            return np.zeros((0, self.height, self.width), dtype=bool)
+        return np.stack([obj.mask for obj in self.objects])
+
+    def boxes(self) -> np.ndarray:
+        """Boxes of all objects: an (N, 4) float32 xyxy array."""
+        return np.asarray([obj.box_xyxy for obj in self.objects], dtype=np.float32).reshape(-1, 4)
+
+    def to_supervision(self) -> sv.Detections:
+        """This frame as ``supervision.Detections`` (``tracker_id``, ``mask``, ``data['label']``...)."""
+        from segvlm.export.supervision import to_detections
+
+        return to_detections(self)
+
+    @classmethod
+    def from_supervision(cls, detections: sv.Detections, frame_index: int, height: int, width: int) -> FrameResult:
+        """Build a frame from ``supervision.Detections`` (masks required; ids from ``tracker_id``)."""
+        from segvlm.export.supervision import from_detections
+
+        return from_detections(detections, frame_index=frame_index, height=height, width=width)
+
+
+@dataclass(frozen=True)
+class Track:
+    """Summary of one masklet over the whole video.
+
+    Attributes:
+        track_id: the object's id.
+        label, phrase: what was grounded.
+        frame_indices: source frame indices where the object is visible, ascending.
+        mean_score: mean of the per-frame scores.
+    """
+
+    track_id: int
+    label: str
+    phrase: str
+    frame_indices: tuple[int, ...]
+    mean_score: float
+
+    @property
+    def first_frame(self) -> int:
+        return self.frame_indices[0]
+
+    @property
+    def last_frame(self) -> int:
+        return self.frame_indices[-1]
+
+    def __len__(self) -> int:
+        return len(self.frame_indices)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Where the frames came from.
+
+    Attributes:
+        source: path of the video/image/folder, or a short description (``"<frames>"``).
+        height, width: original frame size.
+        fps: frames per second of the source (after stride), when known.
+        stride: every ``stride``-th source frame was processed.
+    """
+
+    source: str
+    height: int
+    width: int
+    fps: float | None = None
+    stride: int = 1
+
+
+@dataclass
+class VideoSegmentation:
+    """The pipeline's result: per-frame objects with stable track ids.
+
+    Iterate it for frames, index it by position, ask for a track by id, export it (``to_coco``,
+    ``save``, ``save_overlay``), or correct it (``add_points``, ``add_box``, ``remove_track``,
+    ``add_object``) when it still holds the pipeline that made it.
+
+    Attributes:
+        info: video source and size.
+        query: the query as given.
+        phrases: the noun phrases that were grounded.
+        frames: one :class:`FrameResult` per processed frame, in order.
+        meta: provenance (models, thresholds, preset name), JSON-serialisable.
+    """
+
+    info: VideoInfo
+    query: str
+    phrases: list[str]
+    frames: list[FrameResult] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    corrector: Corrector | None = field(default=None, repr=False, compare=False)
+
+    # -- container protocol -------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[FrameResult]:
+        return iter(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, position: int) -> FrameResult:
+        return self.frames[position]
+
+    def frame(self, frame_index: int) -> FrameResult:
+        """The result for a source frame index (not a position)."""
+        position = self.position_of(frame_index)
+        return self.frames[position]
+
+    def position_of(self, frame_index: int) -> int:
+        """Position in ``frames`` of a source frame index; a clear error if it was not processed."""
+        for position, frame in enumerate(self.frames):
+            if frame.frame_index == frame_index:
+                return position
+        processed = [f.frame_index for f in self.frames]
+        shown = processed[:5] + (["..."] if len(processed) > 5 else [])
+        raise KeyError(f"frame {frame_index} was not processed (processed frames: {shown}); check stride/max_frames")
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no object was found in any frame."""
+        return not any(frame.objects for frame in self.frames)
+
+    # -- tracks -------------------------------------------------------------------------------------------
+    @property
+    def track_ids(self) -> list[int]:
+        return sorted({obj.track_id for frame in self.frames for obj in frame.objects})
+
+    def tracks(self) -> list[Track]:
+        """A summary of every track, by id."""
+        return [self.track(track_id) for track_id in self.track_ids]
+
+    def track(self, track_id: int) -> Track:
+        """The summary of one track; ``KeyError`` naming the known ids if it does not exist."""
+        found = [(frame.frame_index, obj) for frame in self.frames for obj in frame.objects if obj.track_id == track_id]
+        if not found:
+            raise KeyError(f"no track with id {track_id}; known track ids: {self.track_ids}")
+        first = found[0][1]
+        return Track(
+            track_id=track_id,
+            label=first.label,
+            phrase=first.phrase,
+            frame_indices=tuple(index for index, _ in found),
+            mean_score=float(np.mean([obj.score for _, obj in found])),
+        )
+
+    def masklet(self, track_id: int) -> dict[int, ObjectMask]:
+        """Every appearance of one track, keyed by source frame index."""
+        self.track(track_id)  # raises for unknown ids
+        return {frame.frame_index: obj for frame in self.frames for obj in frame.objects if obj.track_id == track_id}
+
+    # -- exports ------------------------------------------------------------------------------------------
+    def to_coco(self) -> dict:
+        """A COCO instances dict (RLE masks, ``track_id`` on each annotation) that pycocotools loads."""
+        from segvlm.export.coco import to_coco
+
+        return to_coco(self)
+
+    def save(self, directory: str, overlay: bool = False) -> None:
+        """Write ``masks.json`` (COCO, with segvlm's metadata) into ``directory``; optionally ``overlay.mp4``."""
+        from segvlm.export.coco import save
+
+        save(self, directory, overlay=overlay)
+
+    @classmethod
+    def load(cls, directory: str) -> VideoSegmentation:
+        """Read a result written by :meth:`save` (or a ``masks.json`` path)."""
+        from segvlm.export.coco import load
+
+        return load(directory)
+
+    def save_overlay(self, path: str, video: Any = None, alpha: float = 0.5) -> str:
+        """Render coloured masks, ids and labels over the frames into a video file (mp4/webm) with PyAV.
+
+        ``video`` defaults to ``info.source``; pass frames yourself when the source was an iterator.
+        """
+        from segvlm.export.overlay import save_overlay
+
+        return save_overlay(self, path, video=video, alpha=alpha)
+
+    def to_supervision(self) -> list[sv.Detections]:
+        """One ``supervision.Detections`` per processed frame."""
+        return [frame.to_supervision() for frame in self.frames]
+
+    # -- corrections --------------------------------------------------------------------------------------
+    def _require_corrector(self) -> Corrector:
+        if self.corrector is None:
+            raise RuntimeError(
+                "this result holds no segmenter to re-propagate with (it was loaded from disk or built by hand); "
+                "attach one first: result.attach(segvlm.Pipeline.from_preset(...))"
+            )
+        return self.corrector
+
+    def attach(self, pipeline: Any) -> VideoSegmentation:
+        """Attach a :class:`segvlm.Pipeline` so that corrections can re-propagate; returns self."""
+        from segvlm.corrections import Corrector
+
+        self.corrector = Corrector(pipeline, self)
+        return self
+
+    def add_points(
+        self, track_id: int, frame_index: int, points: list[tuple[float, float]], labels: list[int]
+    ) -> list[int]:
+        """Refine a track with clicks (label 1 = on the object, 0 = not) on a frame and re-propagate.
+
+        Returns the source frame indices that were recomputed.
+        """
+        return self._require_corrector().add_points(track_id, frame_index, points, labels)
+
+    def add_box(self, track_id: int, frame_index: int, box_xyxy: Box) -> list[int]:
+        """Replace a track's prompt with a box on a frame and re-propagate; returns recomputed frames."""
+        return self._require_corrector().add_box(track_id, frame_index, box_xyxy)
+
+    def add_object(self, frame_index: int, box_xyxy: Box, label: str = "object") -> int:
+        """Add a new object by box on a frame, track it forwards and backwards; returns its new track id."""
+        return self._require_corrector().add_object(frame_index, box_xyxy, label)
+
+    def remove_track(self, track_id: int) -> None:
+        """Remove a track from every frame (no recomputation needed)."""
+        self.track(track_id)  # raises for unknown ids
+        for frame in self.frames:
+            frame.objects = [obj for obj in frame.objects if obj.track_id != track_id]
