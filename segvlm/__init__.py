@@ -1,2 +1,57 @@
-"""segvlm: text-grounded video segmentation and masks as a VLM input modality."""
+"""segvlm: text-grounded video segmentation, and masks as a VLM input modality.
+
+``segvlm.pipeline("segment the red car", "drive.mp4")`` grounds the phrase with an open-vocabulary
+detector, tracks the objects with SAM 2 and returns a :class:`VideoSegmentation`.
+
+Importing segvlm is cheap: torch and transformers load only when a model is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# Public names and the module each lives in, resolved on first access (PEP 562).
+_EXPORTS = {
+    "pipeline": "segvlm.pipeline",
+    "Pipeline": "segvlm.pipeline",
+    "Progress": "segvlm.pipeline",
+    "PipelineConfig": "segvlm.config",
+    "load_config": "segvlm.config",
+    "list_presets": "segvlm.config",
+    "parse_query": "segvlm.query",
+    "read_frames": "segvlm.video",
+    "RLE": "segvlm.masks",
+    "Detection": "segvlm.types",
+    "ObjectMask": "segvlm.types",
+    "FrameResult": "segvlm.types",
+    "Track": "segvlm.types",
+    "VideoInfo": "segvlm.types",
+    "VideoSegmentation": "segvlm.types",
+    "SegvlmError": "segvlm.errors",
+    "VideoReadError": "segvlm.errors",
+    "QueryError": "segvlm.errors",
+    "UnknownBackendError": "segvlm.errors",
+    "ConfigError": "segvlm.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'segvlm' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from segvlm.config import PipelineConfig, list_presets, load_config
+    from segvlm.errors import ConfigError, QueryError, SegvlmError, UnknownBackendError, VideoReadError
+    from segvlm.masks import RLE
+    from segvlm.pipeline import Pipeline, Progress, pipeline
+    from segvlm.query import parse_query
+    from segvlm.types import Detection, FrameResult, ObjectMask, Track, VideoInfo, VideoSegmentation
+    from segvlm.video import read_frames

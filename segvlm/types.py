@@ -304,11 +304,14 @@ class VideoSegmentation:
             )
         return self.corrector
 
-    def attach(self, pipeline: Any) -> VideoSegmentation:
-        """Attach a :class:`segvlm.Pipeline` so that corrections can re-propagate; returns self."""
+    def attach(self, pipeline: Any, video: Any = None) -> VideoSegmentation:
+        """Attach a :class:`segvlm.Pipeline` so that corrections can re-propagate; returns self.
+
+        ``video`` defaults to ``info.source``; pass the frames when the result came from a list or iterator.
+        """
         from segvlm.corrections import Corrector
 
-        self.corrector = Corrector(pipeline, self)
+        self.corrector = Corrector(pipeline, self, video=video)
         return self
 
     def add_points(

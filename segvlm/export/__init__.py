@@ -1,0 +1,1 @@
+"""Exports of a :class:`segvlm.VideoSegmentation`: COCO (RLE), overlay video, supervision."""

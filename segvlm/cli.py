@@ -1,0 +1,120 @@
+"""The ``segvlm`` command line: ``segvlm segment VIDEO QUERY --out DIR`` and friends."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="segvlm",
+    help="Text-grounded video segmentation: ground a phrase with an open-vocabulary detector, track it with "
+    "SAM 2, export COCO RLE masks and an overlay video.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+@app.command()
+def segment(
+    video: Annotated[str, typer.Argument(help="Video file, image, or folder of frames.")],
+    query: Annotated[str, typer.Argument(help='What to segment, e.g. "the red car" or "the dog and the child".')],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for masks.json and overlay.mp4.")],
+    preset: Annotated[str | None, typer.Option(help="Preset: default, cpu-fast, gpu-quality, tiny-random.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config file (overrides the preset).")] = None,
+    grounder: Annotated[str | None, typer.Option(help="Grounder backend: owlv2, grounding-dino.")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="Segmenter backend: sam2, edgetam.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    max_frames: Annotated[int | None, typer.Option(min=1, help="Process at most this many frames.")] = None,
+    stride: Annotated[int, typer.Option(min=1, help="Process every N-th frame.")] = 1,
+    overlay: Annotated[bool, typer.Option(help="Also write overlay.mp4.")] = True,
+) -> None:
+    """Segment and track QUERY through VIDEO; write OUT/masks.json (COCO RLE) and OUT/overlay.mp4."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from segvlm.config import load_config
+    from segvlm.errors import SegvlmError, VideoReadError
+    from segvlm.pipeline import Pipeline
+
+    overrides = {}
+    if grounder:
+        overrides["grounder"] = {"name": grounder}
+    if segmenter:
+        overrides["segmenter"] = {"name": segmenter}
+    try:
+        settings = load_config(config or preset, overrides=overrides, device=device)
+        if settings.warning:
+            console.print(f"[yellow]warning:[/] {settings.warning}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            runner = Pipeline(settings)
+        progress = Progress(
+            TextColumn("[bold]segmenting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]:.1f} frames/s"),
+            TextColumn("{task.fields[objects]} objects tracked"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        with progress:
+            task = progress.add_task("segment", total=max_frames, fps=0.0, objects=0)
+
+            def on_frame(frame, state) -> None:
+                progress.update(
+                    task,
+                    completed=state.frames_done,
+                    total=state.frames_total,
+                    fps=state.frames_done / max(state.seconds, 1e-9),
+                    objects=state.active_tracks,
+                )
+
+            try:
+                result = runner(query, video, max_frames=max_frames, stride=stride, on_frame=on_frame)
+            except VideoReadError as error:
+                partial = getattr(error, "partial_result", None)
+                if partial is not None and len(partial):
+                    partial.save(str(out))
+                    console.print(f"[red]error:[/] {error}\nkept the {len(partial)} frames read before it in {out}")
+                    raise typer.Exit(1) from None
+                raise
+        result.save(str(out))
+        if overlay:
+            result.save_overlay(str(out / "overlay.mp4"))
+    except SegvlmError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    tracks = result.tracks()
+    if not tracks:
+        console.print(f"nothing matched {query!r} in {len(result)} frames; wrote an empty result to {out}")
+    else:
+        console.print(f"{len(tracks)} tracks over {len(result)} frames -> {out}/masks.json" +
+                      (f", {out}/overlay.mp4" if overlay else ""))
+        for track in tracks:
+            console.print(f"  #{track.track_id} {track.label}: frames {track.first_frame}-{track.last_frame} "
+                          f"({len(track)} frames), score {track.mean_score:.2f}")
+
+
+@app.command()
+def presets() -> None:
+    """List the presets that ship with segvlm."""
+    from segvlm.config import list_presets, load_config
+
+    for name in list_presets():
+        settings = load_config(name)
+        typer.echo(f"{name:12s} grounder={settings.grounder.name}:{settings.grounder.model} "
+                   f"segmenter={settings.segmenter.name}:{settings.segmenter.model} device={settings.device}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Typed configuration: one dataclass per stage, YAML presets that map onto them.
+
+A preset is a YAML file in the repository's ``configs/`` folder (shipped in the wheel as
+``segvlm.presets``); ``load_config("cpu-fast")`` reads one, ``load_config("my.yaml")`` reads a file, and
+keyword overrides such as ``load_config("cpu-fast", device="cuda")`` win over both. Unknown keys are
+refused with the list of valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segvlm.errors import ConfigError, UnknownBackendError
+
+
+@dataclass
+class GrounderConfig:
+    """Open-vocabulary detector that turns phrases into boxes.
+
+    Attributes:
+        name: backend (``owlv2``, ``grounding-dino``); see ``segvlm.registry.GROUNDERS``.
+        model: hub id or local folder of the checkpoint (``tiny-random:<name>`` builds a tiny random one).
+        box_threshold: minimum detection score kept.
+        text_threshold: minimum token score for Grounding DINO's phrase assignment.
+        nms_iou: boxes of the same phrase overlapping more than this are suppressed.
+        top_k: at most this many boxes per phrase and frame.
+    """
+
+    name: str = "owlv2"
+    model: str = "google/owlv2-base-patch16-ensemble"
+    box_threshold: float = 0.2
+    text_threshold: float = 0.25
+    nms_iou: float = 0.5
+    top_k: int = 10
+
+
+@dataclass
+class RerankerConfig:
+    """open_clip re-ranking of candidate boxes against the full query phrase.
+
+    Attributes:
+        enabled: run the re-ranker after grounding.
+        model: open_clip model name (``ViT-B-32``), ``hf-hub:<id>``, or a local folder holding
+            ``open_clip_config.json`` and weights (``tiny-random:clip`` builds a tiny random one).
+        pretrained: open_clip pretrained tag for a named model (ignored for hub ids and folders).
+        weight: final score = (1 - weight) * detector score + weight * CLIP probability.
+        min_score: candidates whose combined score falls below this are dropped.
+    """
+
+    enabled: bool = False
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    weight: float = 0.5
+    min_score: float = 0.0
+
+
+@dataclass
+class SegmenterConfig:
+    """Memory-equipped video segmenter.
+
+    Attributes:
+        name: backend (``sam2``, ``edgetam``, ``sam``); see ``segvlm.registry.SEGMENTERS``.
+        model: hub id or local folder (``tiny-random:sam2`` builds a tiny random one).
+        dtype: ``auto`` (bfloat16 on GPUs and on CPUs with native bf16, else float32), ``float32``,
+            ``bfloat16`` or ``float16``.
+        mask_threshold: logit threshold for binarising masks.
+    """
+
+    name: str = "sam2"
+    model: str = "facebook/sam2.1-hiera-tiny"
+    dtype: str = "auto"
+    mask_threshold: float = 0.0
+
+
+@dataclass
+class TrackingConfig:
+    """How grounding and propagation are combined over a video.
+
+    Attributes:
+        reground_every: run the detector every this many processed frames (and retry at this interval while
+            nothing has been found yet) to pick up objects that enter later.
+        match_iou: a new detection whose mask overlaps a running track by at least this IoU is the same object.
+        max_lost_frames: a track whose mask stays empty this many processed frames ends (until then the
+            segmenter's memory may re-acquire it under the same id).
+        backfill_frames: how far back (processed frames) a newly found object is propagated; None means
+            ``reground_every``; 0 disables back-filling.
+        max_objects: at most this many objects are tracked at once.
+        min_mask_area: masks with fewer pixels count as "not visible".
+    """
+
+    reground_every: int = 15
+    match_iou: float = 0.5
+    max_lost_frames: int = 30
+    backfill_frames: int | None = None
+    max_objects: int = 20
+    min_mask_area: int = 16
+
+    @property
+    def backfill(self) -> int:
+        return self.reground_every if self.backfill_frames is None else self.backfill_frames
+
+
+@dataclass
+class PipelineConfig:
+    """Everything that decides what ``segvlm.pipeline`` computes.
+
+    Attributes:
+        grounder, reranker, segmenter, tracking: per-stage settings.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
+        preset: name of the preset this came from, recorded in results.
+        warning: a message shown when this configuration is used (the tiny-random preset says its masks are
+            meaningless).
+    """
+
+    grounder: GrounderConfig = field(default_factory=GrounderConfig)
+    reranker: RerankerConfig = field(default_factory=RerankerConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    device: str = "auto"
+    preset: str | None = None
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _preset_dir() -> Path:
+    """The folder holding the preset YAML files (the wheel's ``segvlm.presets`` or the repo's ``configs/``)."""
+    try:
+        return Path(str(resources.files("segvlm.presets")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
+def list_presets() -> list[str]:
+    """Names of the presets that ship with segvlm."""
+    return sorted(path.stem for path in _preset_dir().glob("*.yaml") if not path.stem.startswith("_"))
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate a (possibly nested) config dataclass from a dict, refusing unknown keys."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value or {}, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent:
+        data = _merge(_preset_dict(parent), data)
+    return data
+
+
+def _preset_dict(name: str) -> dict[str, Any]:
+    path = _preset_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise UnknownBackendError(f"unknown preset {name!r}; known presets: {list_presets()}")
+    data = _read_yaml(path)
+    data.setdefault("preset", name)
+    return data
+
+
+def load_config(
+    preset_or_path: str | Path | None = None, overrides: dict[str, Any] | None = None, **top_level: Any
+) -> PipelineConfig:
+    """Build a :class:`PipelineConfig` from a preset name or YAML path plus overrides.
+
+    Args:
+        preset_or_path: a preset name (see :func:`list_presets`), a YAML file, or None for the defaults.
+        overrides: nested dict merged over the file, e.g. ``{"tracking": {"reground_every": 5}}``.
+        **top_level: top-level fields, e.g. ``device="cuda"``.
+    """
+    data: dict[str, Any] = {}
+    if preset_or_path is not None:
+        path = Path(preset_or_path)
+        if path.suffix in (".yaml", ".yml") or path.exists():
+            if not path.exists():
+                raise ConfigError(f"config file not found: {path}")
+            data = _read_yaml(path)
+        else:
+            data = _preset_dict(str(preset_or_path))
+    data = _merge(data, overrides or {})
+    data = _merge(data, {key: value for key, value in top_level.items() if value is not None})
+    return _build(PipelineConfig, data, "config")

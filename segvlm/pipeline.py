@@ -1,0 +1,378 @@
+"""Text to masklets: ground phrases to boxes, track them with a memory-equipped segmenter, keep ids stable.
+
+The tracking policy (see :class:`segvlm.config.TrackingConfig`):
+
+1. Ground on the first frame; while nothing is found, retry every ``reground_every`` frames.
+2. Re-ground every ``reground_every`` frames. A detection whose box overlaps a running track's box on the
+   previous frame (IoU >= ``match_iou``) is that track. Other detections join the *running* session as
+   candidate objects on this frame; after the frame is segmented, a candidate whose mask overlaps a running
+   track's mask (IoU >= ``match_iou``) is a duplicate and is removed again; the rest become new tracks.
+3. A new track is propagated backwards over the last ``backfill_frames`` frames (kept in a small ring
+   buffer), so its masklet starts where the object entered, not where the detector first saw it.
+4. A track whose mask stays empty for ``max_lost_frames`` frames ends and leaves the session; until then the
+   segmenter's memory can re-acquire it under the same id.
+
+Frames stream through: decoding and the segmenter's preprocessing run on a background thread, the
+segmenter keeps only its memory window, results are stored as RLE.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segvlm.config import PipelineConfig, load_config
+from segvlm.errors import VideoReadError
+from segvlm.grounding.base import Grounder
+from segvlm.masks import RLE, box_iou_matrix, mask_iou
+from segvlm.query import parse_query
+from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
+from segvlm.types import Detection, FrameResult, ObjectMask, VideoInfo, VideoSegmentation
+from segvlm.video import Frame, FrameSource, prefetch, read_frames
+
+
+@dataclass
+class Progress:
+    """Passed to ``on_frame`` after each frame.
+
+    Attributes:
+        frames_done: frames processed so far.
+        frames_total: expected total, when the source says.
+        active_tracks: objects currently tracked.
+        tracks_total: tracks created so far.
+        seconds: wall time since the start.
+    """
+
+    frames_done: int
+    frames_total: int | None
+    active_tracks: int
+    tracks_total: int
+    seconds: float
+
+
+@dataclass
+class _TrackState:
+    label: str
+    phrase: str
+    score: float
+    lost_frames: int = 0
+
+
+@dataclass
+class _Candidate:
+    obj_id: int
+    detection: Detection
+
+
+@dataclass
+class _Tracker:
+    """The per-video tracking loop state (one instance per call)."""
+
+    pipeline: Pipeline
+    phrases: tuple[str, ...]
+    query: str
+    height: int
+    width: int
+    session: SegmenterSession | None = None
+    tracks: dict[int, _TrackState] = field(default_factory=dict)
+    frames: list[FrameResult] = field(default_factory=list)
+    history: deque = field(default_factory=deque)
+    next_id: int = 1
+
+    def __post_init__(self) -> None:
+        self.history = deque(maxlen=max(self.pipeline.config.tracking.backfill, 0))
+
+    # -- one frame ----------------------------------------------------------------------------------------
+    def process(self, position: int, frame: Frame, pixel_values: Any) -> FrameResult:
+        tracking = self.pipeline.config.tracking
+        candidates: list[_Candidate] = []
+        if position % tracking.reground_every == 0:
+            candidates = self._new_candidates(frame.image)
+        if candidates and self.session is None:
+            self.session = self.pipeline.segmenter.start(self.height, self.width)
+        if self.session is None:
+            output = FrameMasks.empty(self.height, self.width)
+        else:
+            prompts = [ObjectPrompt(c.obj_id, box=c.detection.box_xyxy) for c in candidates]
+            output = self.session.step(frame.image, prompts, pixel_values=pixel_values)
+        accepted = self._accept_candidates(candidates, output)
+        result = self._frame_result(frame, output)
+        self.frames.append(result)
+        for candidate in accepted:
+            self._backfill(candidate, result.get(candidate.obj_id), frame.image)
+        if self.history.maxlen:
+            self.history.append((position, frame.image))
+        return result
+
+    def _new_candidates(self, image: np.ndarray) -> list[_Candidate]:
+        """Detections that do not match a running track's last box become candidate objects."""
+        tracking = self.pipeline.config.tracking
+        detections = self.pipeline.ground(image, self.phrases, self.query)
+        last = self.frames[-1] if self.frames else None
+        running = [obj for obj in (last.objects if last else []) if obj.track_id in self.tracks]
+        ious = box_iou_matrix(np.asarray([d.box_xyxy for d in detections]), np.asarray([o.box_xyxy for o in running]))
+        candidates = []
+        for row, detection in enumerate(detections):
+            if running and ious[row].max() >= tracking.match_iou:
+                matched = running[int(ious[row].argmax())]
+                self.tracks[matched.track_id].score = detection.score
+                continue
+            if len(self.tracks) + len(candidates) >= tracking.max_objects:
+                break
+            candidates.append(_Candidate(self.next_id, detection))
+            self.next_id += 1
+        return candidates
+
+    def _accept_candidates(self, candidates: list[_Candidate], output: FrameMasks) -> list[_Candidate]:
+        """Keep candidates whose mask is new; remove duplicates of running tracks (and of each other)."""
+        if not candidates:
+            return []
+        tracking = self.pipeline.config.tracking
+        masks = dict(zip(output.obj_ids, output.masks))
+        known = [masks[track_id] for track_id in self.tracks if track_id in masks and masks[track_id].any()]
+        accepted, rejected = [], []
+        for candidate in candidates:
+            mask = masks.get(candidate.obj_id)
+            empty = mask is None or mask.sum() < tracking.min_mask_area
+            if empty or any(mask_iou(mask, other) >= tracking.match_iou for other in known):
+                rejected.append(candidate.obj_id)
+                continue
+            accepted.append(candidate)
+            known.append(mask)
+            detection = candidate.detection
+            self.tracks[candidate.obj_id] = _TrackState(detection.label, detection.phrase, detection.score)
+        if rejected and self.session is not None:
+            self.session.remove_objects(rejected)
+        return accepted
+
+    def _object_mask(self, track_id: int, mask: np.ndarray) -> ObjectMask | None:
+        if mask.sum() < self.pipeline.config.tracking.min_mask_area:
+            return None
+        state = self.tracks[track_id]
+        rle = RLE.encode(mask)
+        return ObjectMask(track_id, state.label, state.phrase, state.score, rle.bbox_xyxy(), rle)
+
+    def _frame_result(self, frame: Frame, output: FrameMasks) -> FrameResult:
+        tracking = self.pipeline.config.tracking
+        objects, ended = [], []
+        for obj_id, mask in zip(output.obj_ids, output.masks):
+            if obj_id not in self.tracks:
+                continue
+            obj = self._object_mask(obj_id, mask)
+            state = self.tracks[obj_id]
+            if obj is None:
+                state.lost_frames += 1
+                if state.lost_frames > tracking.max_lost_frames:
+                    ended.append(obj_id)
+            else:
+                state.lost_frames = 0
+                objects.append(obj)
+        if ended and self.session is not None:
+            self.session.remove_objects(ended)
+        return FrameResult(frame.index, self.height, self.width, frame.timestamp, sorted(objects, key=lambda o: o.track_id))
+
+    def _backfill(self, candidate: _Candidate, found: ObjectMask | None, image: np.ndarray) -> None:
+        """Propagate a new object backwards over the buffered frames until it disappears."""
+        if found is None or not self.history:
+            return
+        past = list(reversed(self.history))  # most recent first
+        clip = [image] + [past_image for _, past_image in past]
+        outputs = self.pipeline.segmenter.track_clip(clip, [ObjectPrompt(candidate.obj_id, mask=found.mask)])
+        for (position, _), output in zip(past, outputs[1:]):
+            obj = self._object_mask(candidate.obj_id, output.masks[0]) if len(output.obj_ids) else None
+            if obj is None:
+                return
+            target = self.frames[position]
+            target.objects = sorted([*target.objects, obj], key=lambda o: o.track_id)
+
+
+class Pipeline:
+    """Grounder + segmenter + tracking policy, with models loaded once and reused across calls.
+
+    Build it from a preset (``Pipeline.from_preset("cpu-fast")``) or a :class:`PipelineConfig`; pass your
+    own grounder/segmenter objects to use custom backends. Models load on first use.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig | None = None,
+        grounder: Grounder | None = None,
+        segmenter: VideoSegmenter | None = None,
+        reranker: Any = None,
+    ):
+        from segvlm.devices import resolve_device
+
+        self.config = config or PipelineConfig()
+        self.device = resolve_device(self.config.device)
+        self._grounder = grounder
+        self._segmenter = segmenter
+        self._reranker = reranker
+        if self.config.warning:
+            warnings.warn(self.config.warning, UserWarning, stacklevel=2)
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, device: str | None = None, **overrides: Any) -> Pipeline:
+        """A pipeline from a preset name or YAML path; ``overrides`` are nested dicts per stage."""
+        return cls(load_config(preset, overrides=overrides, device=device))
+
+    # -- lazily built stages ------------------------------------------------------------------------------
+    @property
+    def grounder(self) -> Grounder:
+        if self._grounder is None:
+            from segvlm.registry import grounder_class
+
+            self._grounder = grounder_class(self.config.grounder.name).from_config(self.config.grounder, self.device)
+        return self._grounder
+
+    @property
+    def segmenter(self) -> VideoSegmenter:
+        if self._segmenter is None:
+            from segvlm.registry import segmenter_class
+
+            self._segmenter = segmenter_class(self.config.segmenter.name).from_config(
+                self.config.segmenter, self.device
+            )
+        return self._segmenter
+
+    @property
+    def reranker(self) -> Any:
+        if self._reranker is None and self.config.reranker.enabled:
+            from segvlm.grounding.rerank import ClipReranker
+
+            self._reranker = ClipReranker.from_config(self.config.reranker, self.device)
+        return self._reranker
+
+    def ground(self, image: np.ndarray, phrases: tuple[str, ...], query: str) -> list[Detection]:
+        """Detections for ``phrases`` in one frame, re-ranked against the full query when enabled."""
+        detections = self.grounder.detect(image, phrases, query)
+        if detections and self.reranker is not None:
+            detections = self.reranker.rerank(image, detections)
+        return detections
+
+    # -- running ------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        query: str | list[str],
+        video: Any,
+        *,
+        max_frames: int | None = None,
+        stride: int = 1,
+        on_frame: Callable[[FrameResult, Progress], None] | None = None,
+    ) -> VideoSegmentation:
+        """Segment and track what ``query`` names through ``video``.
+
+        Args:
+            query: "segment the red car", "the dog and the two children", or a list of phrases.
+            video: a video/image path, a folder of frames, a list of images/arrays, or an iterator of frames.
+            max_frames: process at most this many frames (after stride).
+            stride: process every ``stride``-th frame.
+            on_frame: called after each frame with its result and a :class:`Progress`.
+
+        Returns:
+            A :class:`VideoSegmentation` (empty of objects when nothing matched the query).
+
+        Raises:
+            VideoReadError: the input cannot be read. When decoding fails part-way, the error's
+                ``partial_result`` holds the result for the frames decoded before the failure.
+        """
+        parsed = parse_query(query)
+        source = read_frames(video, stride=stride, max_frames=max_frames)
+        meta = source.meta
+        result = VideoSegmentation(
+            info=VideoInfo(meta.source, meta.height, meta.width, source.fps, stride),
+            query=parsed.text,
+            phrases=list(parsed.phrases),
+            meta=self._provenance(max_frames),
+        )
+        tracker = _Tracker(self, parsed.phrases, parsed.text, meta.height, meta.width)
+        started = time.perf_counter()
+        try:
+            for position, (frame, pixel_values) in enumerate(self._frames(source)):
+                if frame.image.shape[:2] != (meta.height, meta.width):
+                    raise VideoReadError(
+                        f"frame {frame.index} has size {frame.image.shape[:2]} but the first frame was "
+                        f"{(meta.height, meta.width)}; all frames of one video must have the same size"
+                    )
+                frame_result = tracker.process(position, frame, pixel_values)
+                if on_frame is not None:
+                    on_frame(
+                        frame_result,
+                        Progress(
+                            position + 1,
+                            source.expected_frames(),
+                            len(tracker.session.obj_ids) if tracker.session else 0,
+                            len(tracker.tracks),
+                            time.perf_counter() - started,
+                        ),
+                    )
+        except VideoReadError as error:
+            result.frames = tracker.frames
+            error.partial_result = result
+            raise
+        result.frames = tracker.frames
+        result.meta["seconds"] = round(time.perf_counter() - started, 3)
+        if isinstance(video, (str, list, tuple)) or hasattr(video, "__fspath__"):
+            result.attach(self, video=video)
+        return result
+
+    def _frames(self, source: FrameSource) -> Iterator[tuple[Frame, Any]]:
+        """Decoded frames with the segmenter's preprocessing done ahead on a background thread."""
+        segmenter = self.segmenter
+
+        def prepared() -> Iterator[tuple[Frame, Any]]:
+            for frame in source:
+                yield frame, segmenter.preprocess(frame.image)
+
+        return prefetch(prepared(), depth=4)
+
+    def _provenance(self, max_frames: int | None) -> dict[str, Any]:
+        config = self.config
+        return {
+            "segvlm_version": _version(),
+            "preset": config.preset,
+            "grounder": {"name": config.grounder.name, "model": config.grounder.model,
+                         "box_threshold": config.grounder.box_threshold},
+            "segmenter": {"name": config.segmenter.name, "model": config.segmenter.model},
+            "reranker": config.reranker.model if config.reranker.enabled else None,
+            "tracking": {"reground_every": config.tracking.reground_every, "match_iou": config.tracking.match_iou},
+            "max_frames": max_frames,
+            "random_weights": bool(config.warning) and "random" in (config.warning or ""),
+        }
+
+
+def _version() -> str:
+    from segvlm import __version__
+
+    return __version__
+
+
+def pipeline(
+    query: str | list[str],
+    video: Any,
+    *,
+    preset: str | None = None,
+    config: PipelineConfig | str | None = None,
+    device: str | None = None,
+    max_frames: int | None = None,
+    stride: int = 1,
+    on_frame: Callable[[FrameResult, Progress], None] | None = None,
+) -> VideoSegmentation:
+    """Segment and track what ``query`` names in ``video``; see :meth:`Pipeline.__call__`.
+
+    ``preset`` names a preset (``"tiny-random"``, ``"cpu-fast"``...), ``config`` is a
+    :class:`PipelineConfig` or YAML path; with neither, the default hub checkpoints are used. Models are
+    loaded for this call only: build a :class:`Pipeline` once to reuse them across videos.
+    """
+    if isinstance(config, PipelineConfig):
+        if device is not None:
+            config.device = device
+        resolved = config
+    else:
+        resolved = load_config(config or preset, device=device)
+    return Pipeline(resolved)(query, video, max_frames=max_frames, stride=stride, on_frame=on_frame)

@@ -1,0 +1,207 @@
+"""Tiny random-weight checkpoints, built locally with no download.
+
+The ``tiny-random`` preset names models as ``tiny-random:<kind>``. :func:`resolve_model` turns such a name
+into a folder: the first time, the matching builder below creates the model from a small config, seeds
+it, and writes it with ``save_pretrained`` (plus its processor); afterwards the folder is reused. The
+backends then load it with ``from_pretrained(folder)``, exactly as they load a hub id, so a smoke test
+exercises the real loading code. The weights are random: masks and boxes are meaningless.
+
+Folders live under ``$SEGVLM_CACHE`` (default ``~/.cache/segvlm``), in ``tiny-random/<kind>-v<N>``.
+Builds write to a temporary folder and rename it into place, so concurrent workers never see half a model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from segvlm.errors import UnknownBackendError
+
+PREFIX = "tiny-random:"
+_VERSION = 1
+SAM2_IMAGE_SIZE = 128  # the tiny SAM 2 works at 128x128 instead of 1024x1024
+OWLV2_IMAGE_SIZE = 96
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SEGVLM_CACHE", Path.home() / ".cache" / "segvlm"))
+
+
+def is_tiny(model: str) -> bool:
+    return isinstance(model, str) and model.startswith(PREFIX)
+
+
+def resolve_model(model: str) -> str:
+    """Return ``model`` unchanged, or the local folder of a ``tiny-random:<kind>`` model (built on demand)."""
+    if not is_tiny(model):
+        return model
+    kind = model[len(PREFIX) :]
+    if kind not in BUILDERS:
+        raise UnknownBackendError(f"unknown tiny model {model!r}; known: {[PREFIX + k for k in sorted(BUILDERS)]}")
+    folder = cache_dir() / "tiny-random" / f"{kind}-v{_VERSION}"
+    if not (folder / ".complete").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=folder.parent))
+        try:
+            BUILDERS[kind](staging)
+            (staging / ".complete").write_text("ok\n")
+            try:
+                os.replace(staging, folder)
+            except OSError:  # another process finished first; keep theirs
+                if not (folder / ".complete").exists():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(folder)
+
+
+def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's byte-level BPE vocabulary and merges, rebuilt from the merges file that open_clip ships.
+
+    This is the 49,408-token vocabulary of the CLIP family (and OWLv2), so tokenisation matches the real
+    checkpoints even though the tiny models' weights are random.
+    """
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    with gzip.open(default_bpe()) as handle:
+        lines = handle.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    merges = [tuple(line.split()) for line in lines]
+    tokens = list(bytes_to_unicode().values())
+    tokens += [token + "</w>" for token in tokens]
+    tokens += ["".join(pair) for pair in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}, merges
+
+
+def build_sam2(folder: Path) -> None:
+    """SAM 2.1-shaped video model (Hiera backbone, memory attention, memory encoder), ~1 M parameters."""
+    import torch
+    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
+    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    size = SAM2_IMAGE_SIZE
+    backbone = Sam2HieraDetConfig(
+        hidden_size=8,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 1, 1, 1],
+        embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        image_size=[size, size],
+        window_positional_embedding_background_size=[4, 4],
+    )
+    vision = Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=[64, 32, 16, 8],
+        backbone_feature_sizes=[[size // 4, size // 4], [size // 8, size // 8], [size // 16, size // 16]],
+        fpn_hidden_size=128,
+    )
+    config = Sam2VideoConfig(
+        vision_config=vision,
+        prompt_encoder_config={"hidden_size": 128, "image_size": size, "patch_size": 16},
+        mask_decoder_config={"hidden_size": 128, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32},
+        image_size=size,
+        memory_attention_hidden_size=128,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[size // 16, size // 16],
+        memory_encoder_hidden_size=128,
+        memory_encoder_output_channels=64,  # the memory cross-attention expects 64 channels
+        mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=64,
+    )
+    torch.manual_seed(0)
+    model = Sam2VideoModel(config).eval()
+    with torch.no_grad():
+        # With random weights the object-presence logit hovers around zero and masks flicker off; a positive
+        # bias keeps tracked objects present so a smoke test yields whole (meaningless) masklets.
+        head = model.mask_decoder.pred_obj_score_head.proj_out
+        head.weight.mul_(0.1)
+        head.bias.fill_(4.0)
+    model.save_pretrained(folder)
+    processor = Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(
+            size={"height": size, "width": size}, mask_size={"height": size // 4, "width": size // 4}
+        ),
+        video_processor=Sam2VideoVideoProcessor(size={"height": size, "width": size}),
+        target_size=size,
+    )
+    processor.save_pretrained(folder)
+
+
+def build_owlv2(folder: Path) -> None:
+    """OWLv2-shaped open-vocabulary detector with CLIP's real tokenizer, ~1.7 M parameters (mostly embeddings)."""
+    import torch
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
+
+    size = OWLV2_IMAGE_SIZE
+    config = Owlv2Config(
+        text_config={
+            "vocab_size": 49408,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": size,
+            "patch_size": 16,
+        },
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    model = Owlv2ForObjectDetection(config).eval()
+    with torch.no_grad():
+        # Random box regressions collapse to slivers; a zero last layer leaves OWLv2's per-patch box prior,
+        # widened a little, so the tiny detector proposes real (if meaningless) boxes on a grid.
+        model.box_head.dense2.weight.zero_()
+        model.box_head.dense2.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    model.save_pretrained(folder)
+    vocab, merges = clip_bpe_vocab()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+    processor = Owlv2Processor(
+        image_processor=Owlv2ImageProcessor(size={"height": size, "width": size}), tokenizer=tokenizer
+    )
+    processor.save_pretrained(folder)
+
+
+def build_clip(folder: Path) -> None:
+    """A tiny open_clip model (ViT + text transformer) saved as ``open_clip_config.json`` + weights."""
+    import open_clip
+    import torch
+
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**model_cfg)
+    preprocess = {"image_size": 64, "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "sam2": build_sam2,
+    "owlv2": build_owlv2,
+    "clip": build_clip,
+}

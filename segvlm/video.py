@@ -1,0 +1,348 @@
+"""Frames in, frames out: every input kind as one stream of RGB uint8 frames, and a video writer.
+
+Readers never hold the whole video: a video file is decoded frame by frame with PyAV, a folder of images
+is read one file at a time, an iterator (a camera) is consumed lazily. Every frame comes out as an
+``(H, W, 3)`` uint8 RGB array whatever the input was (grayscale, RGBA, 16-bit, float).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segvlm.errors import VideoReadError
+
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        index: index in the source (before stride).
+        image: (H, W, 3) uint8 RGB.
+        timestamp: seconds from the start, when the source has timing.
+    """
+
+    index: int
+    image: np.ndarray
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """What is known about a source before decoding it.
+
+    Attributes:
+        source: path, or a description such as ``"<frames>"``.
+        height, width: frame size (of the first frame).
+        fps: frames per second of the source, when known.
+        num_frames: frame count when the container states it (may be None or approximate).
+    """
+
+    source: str
+    height: int
+    width: int
+    fps: float | None
+    num_frames: int | None
+
+
+def to_rgb_uint8(image: Any) -> np.ndarray:
+    """Normalise a PIL image or array (grayscale, RGBA, 16-bit, float in [0, 1]) to (H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = np.asarray(image)
+        else:
+            return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise VideoReadError(
+            f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}; "
+            "pass RGB frames as numpy arrays or PIL images"
+        )
+    array = array[:, :, :3]
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(array * scale, 0, 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        return np.clip(array, 0, 255).astype(np.uint8)
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    raise VideoReadError(f"unsupported image dtype {array.dtype}; pass uint8, uint16 or float arrays")
+
+
+def _open_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb_uint8(image)
+    except (UnidentifiedImageError, OSError) as error:
+        raise VideoReadError(f"{path} is not a readable image ({error}); check the file is a JPEG/PNG") from error
+
+
+class FrameSource:
+    """An iterable of :class:`Frame` from any supported input, with ``meta`` known up front.
+
+    Args:
+        source: a video path (mp4/webm/mov/avi...), an image path, a folder of JPEG/PNG frames, a list of
+            PIL images or arrays, or any iterator of frames (e.g. a camera generator).
+        stride: keep every ``stride``-th source frame.
+        max_frames: stop after this many kept frames.
+
+    Iterating a path-based source more than once decodes it again; an iterator source can be consumed once.
+    """
+
+    def __init__(self, source: Any, stride: int = 1, max_frames: int | None = None):
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 (or None for all frames), got {max_frames}")
+        self.stride = stride
+        self.max_frames = max_frames
+        self._kind, self._payload, self.meta = self._probe(source)
+        self._consumed = False
+
+    # -- probing ------------------------------------------------------------------------------------------
+    def _probe(self, source: Any) -> tuple[str, Any, VideoMeta]:
+        if isinstance(source, (str, Path)):
+            return self._probe_path(Path(source))
+        if isinstance(source, (list, tuple)):
+            if not source:
+                raise VideoReadError("the frame list is empty; pass at least one image")
+            first = to_rgb_uint8(source[0])
+            return "list", source, VideoMeta("<frames>", first.shape[0], first.shape[1], None, len(source))
+        if isinstance(source, np.ndarray) and source.ndim == 4:  # (T, H, W, C) array
+            return self._probe(list(source))
+        if isinstance(source, np.ndarray) or type(source).__module__.startswith("PIL"):
+            return self._probe([source])
+        if isinstance(source, Iterable):
+            iterator = iter(source)
+            try:
+                first = next(iterator)
+            except StopIteration:
+                raise VideoReadError("the frame iterator yielded no frames") from None
+            first_rgb = to_rgb_uint8(first)
+            chained = itertools.chain([first_rgb], iterator)
+            return "iter", chained, VideoMeta("<stream>", first_rgb.shape[0], first_rgb.shape[1], None, None)
+        raise VideoReadError(
+            f"cannot read frames from a {type(source).__name__}; pass a path, a list of images, or an iterator"
+        )
+
+    def _probe_path(self, path: Path) -> tuple[str, Any, VideoMeta]:
+        if not path.exists():
+            raise VideoReadError(f"no such file or folder: {path}; check the path (it is relative to {Path.cwd()})")
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise VideoReadError(f"the folder {path} holds no JPEG/PNG frames; put frames named in order there")
+            first = _open_image(files[0])
+            return "files", files, VideoMeta(str(path), first.shape[0], first.shape[1], None, len(files))
+        if path.stat().st_size == 0:
+            raise VideoReadError(f"{path} is empty (0 bytes); the file was not written completely")
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            image = _open_image(path)
+            return "files", [path], VideoMeta(str(path), image.shape[0], image.shape[1], None, 1)
+        return self._probe_video(path)
+
+    def _probe_video(self, path: Path) -> tuple[str, Any, VideoMeta]:
+        import av
+
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise VideoReadError(f"{path} has no video stream; pass a video or image file")
+                stream = container.streams.video[0]
+                fps = float(stream.average_rate) if stream.average_rate else None
+                num_frames = stream.frames or None
+                height, width = stream.codec_context.height, stream.codec_context.width
+        except VideoReadError:
+            raise
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+            # Not a video: maybe an image with an unusual suffix.
+            try:
+                image = _open_image(path)
+            except VideoReadError:
+                raise VideoReadError(
+                    f"{path} is neither a video nor an image that can be decoded ({error}); "
+                    "pass an mp4/webm/mov/avi video, an image, or a folder of frames"
+                ) from error
+            return "files", [path], VideoMeta(str(path), image.shape[0], image.shape[1], None, 1)
+        if not height or not width:
+            raise VideoReadError(f"{path} has a video stream without a frame size; the file may be corrupt")
+        return "video", path, VideoMeta(str(path), height, width, fps, num_frames)
+
+    # -- iteration ----------------------------------------------------------------------------------------
+    def _raw(self) -> Iterator[tuple[int, np.ndarray, float | None]]:
+        if self._kind == "video":
+            yield from self._decode_video(self._payload)
+        elif self._kind == "files":
+            for index, path in enumerate(self._payload):
+                if index % self.stride == 0:
+                    yield index, _open_image(path), None
+                else:
+                    yield index, None, None  # skipped by stride without reading the file
+        else:
+            for index, image in enumerate(self._payload):
+                yield index, (to_rgb_uint8(image) if index % self.stride == 0 else None), None
+
+    def _decode_video(self, path: Path) -> Iterator[tuple[int, np.ndarray, float | None]]:
+        import av
+
+        decoded = 0
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    timestamp = float(frame.time) if frame.time is not None else None
+                    image = frame.to_ndarray(format="rgb24") if decoded % self.stride == 0 else None
+                    yield decoded, image, timestamp
+                    decoded += 1
+        except av.error.FFmpegError as error:
+            raise VideoReadError(
+                f"{path} is corrupt or truncated: decoding failed at frame {decoded} ({error}); "
+                f"the {decoded} frames before it were read",
+                frames_read=decoded,
+            ) from error
+        if decoded == 0:
+            raise VideoReadError(f"{path} holds zero decodable frames; the file is empty or corrupt")
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._kind == "iter":
+            if self._consumed:
+                raise VideoReadError("this frame iterator was already consumed; pass a new iterator")
+            self._consumed = True
+        kept = 0
+        for index, image, timestamp in self._raw():
+            if index % self.stride:
+                continue
+            if self.max_frames is not None and kept >= self.max_frames:
+                return
+            yield Frame(index=index, image=image, timestamp=timestamp)
+            kept += 1
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second after stride, when the source has timing."""
+        return self.meta.fps / self.stride if self.meta.fps else None
+
+    def expected_frames(self) -> int | None:
+        """How many frames iteration will yield, when the source says how long it is."""
+        if self.meta.num_frames is None:
+            return self.max_frames
+        count = -(-self.meta.num_frames // self.stride)
+        return min(count, self.max_frames) if self.max_frames is not None else count
+
+
+def read_frames(source: Any, stride: int = 1, max_frames: int | None = None) -> FrameSource:
+    """Open any supported input as a stream of :class:`Frame` (see :class:`FrameSource`)."""
+    if isinstance(source, FrameSource):
+        return source
+    return FrameSource(source, stride=stride, max_frames=max_frames)
+
+
+def prefetch(iterable: Iterable[Any], depth: int = 4) -> Iterator[Any]:
+    """Iterate ``iterable`` on a background thread, ``depth`` items ahead (decode overlaps compute).
+
+    Exceptions raised by the producer are re-raised in the consumer at the point they happened.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                if stop.is_set():
+                    return
+                items.put((item, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            items.put((None, error))
+        items.put((done, None))
+
+    thread = threading.Thread(target=produce, daemon=True, name="segvlm-prefetch")
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+class VideoWriter:
+    """Write RGB uint8 frames to a video file with PyAV (mp4 -> H.264, webm -> VP9).
+
+    Use as a context manager; odd frame sizes are padded by one pixel (H.264 needs even sizes).
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float = 25.0):
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = self.path.suffix.lower()
+        codec = {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(suffix, "libx264")
+        self._container = av.open(str(self.path), mode="w")
+        rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(25)
+        self._stream = self._container.add_stream(codec, rate=rate)
+        self._width, self._height = width + width % 2, height + height % 2
+        self._stream.width, self._stream.height = self._width, self._height
+        self._stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self._stream.options = {"crf": "23", "preset": "veryfast"}
+        self.frames_written = 0
+
+    def write(self, image: np.ndarray) -> None:
+        import av
+
+        if image.shape[0] != self._height or image.shape[1] != self._width:
+            padded = np.zeros((self._height, self._width, 3), dtype=np.uint8)
+            padded[: image.shape[0], : image.shape[1]] = image[: self._height, : self._width]
+            image = padded
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

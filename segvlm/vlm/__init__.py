@@ -1,0 +1,36 @@
+"""Mask-aware VLMs: load a VLM with a mask tokenizer, ask about regions, pick regions by description.
+
+* :class:`MaskAwareVLM` wraps SmolVLM (Idefics3), Qwen2-VL / Qwen2.5-VL and LLaVA checkpoints;
+* :func:`describe` answers a question about one tracked object of a :class:`segvlm.types.VideoSegmentation`;
+* :class:`VLMReferringReranker` picks, among candidate regions, the one a referring expression means.
+
+Imports are lazy so that ``import segvlm.vlm`` does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "MaskAwareVLM": "segvlm.vlm.model",
+    "VLMInputs": "segvlm.vlm.model",
+    "describe": "segvlm.vlm.describe",
+    "read_frame": "segvlm.vlm.describe",
+    "VLMReferringReranker": "segvlm.vlm.rerank",
+    "RerankChoice": "segvlm.vlm.rerank",
+    "parse_choice": "segvlm.vlm.rerank",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from segvlm.vlm.describe import describe, read_frame
+    from segvlm.vlm.model import MaskAwareVLM, VLMInputs
+    from segvlm.vlm.rerank import RerankChoice, VLMReferringReranker, parse_choice
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'segvlm.vlm' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
