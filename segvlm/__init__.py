@@ -36,7 +36,29 @@ _EXPORTS = {
     "ConfigError": "segvlm.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "pipeline",
+    "Pipeline",
+    "Progress",
+    "PipelineConfig",
+    "load_config",
+    "list_presets",
+    "parse_query",
+    "read_frames",
+    "RLE",
+    "Detection",
+    "ObjectMask",
+    "FrameResult",
+    "Track",
+    "VideoInfo",
+    "VideoSegmentation",
+    "SegvlmError",
+    "VideoReadError",
+    "QueryError",
+    "UnknownBackendError",
+    "ConfigError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -94,11 +94,15 @@ def segment(
     if not tracks:
         console.print(f"nothing matched {query!r} in {len(result)} frames; wrote an empty result to {out}")
     else:
-        console.print(f"{len(tracks)} tracks over {len(result)} frames -> {out}/masks.json" +
-                      (f", {out}/overlay.mp4" if overlay else ""))
+        console.print(
+            f"{len(tracks)} tracks over {len(result)} frames -> {out}/masks.json"
+            + (f", {out}/overlay.mp4" if overlay else "")
+        )
         for track in tracks:
-            console.print(f"  #{track.track_id} {track.label}: frames {track.first_frame}-{track.last_frame} "
-                          f"({len(track)} frames), score {track.mean_score:.2f}")
+            console.print(
+                f"  #{track.track_id} {track.label}: frames {track.first_frame}-{track.last_frame} "
+                f"({len(track)} frames), score {track.mean_score:.2f}"
+            )
 
 
 @app.command()
@@ -108,8 +112,10 @@ def presets() -> None:
 
     for name in list_presets():
         settings = load_config(name)
-        typer.echo(f"{name:12s} grounder={settings.grounder.name}:{settings.grounder.model} "
-                   f"segmenter={settings.segmenter.name}:{settings.segmenter.model} device={settings.device}")
+        typer.echo(
+            f"{name:12s} grounder={settings.grounder.name}:{settings.grounder.model} "
+            f"segmenter={settings.segmenter.name}:{settings.segmenter.model} device={settings.device}"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -175,7 +175,9 @@ class _Tracker:
                 objects.append(obj)
         if ended and self.session is not None:
             self.session.remove_objects(ended)
-        return FrameResult(frame.index, self.height, self.width, frame.timestamp, sorted(objects, key=lambda o: o.track_id))
+        return FrameResult(
+            frame.index, self.height, self.width, frame.timestamp, sorted(objects, key=lambda o: o.track_id)
+        )
 
     def _backfill(self, candidate: _Candidate, found: ObjectMask | None, image: np.ndarray) -> None:
         """Propagate a new object backwards over the buffered frames until it disappears."""
@@ -336,8 +338,11 @@ class Pipeline:
         return {
             "segvlm_version": _version(),
             "preset": config.preset,
-            "grounder": {"name": config.grounder.name, "model": config.grounder.model,
-                         "box_threshold": config.grounder.box_threshold},
+            "grounder": {
+                "name": config.grounder.name,
+                "model": config.grounder.model,
+                "box_threshold": config.grounder.box_threshold,
+            },
             "segmenter": {"name": config.segmenter.name, "model": config.segmenter.model},
             "reranker": config.reranker.model if config.reranker.enabled else None,
             "tracking": {"reground_every": config.tracking.reground_every, "match_iou": config.tracking.match_iou},

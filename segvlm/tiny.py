@@ -195,7 +195,11 @@ def build_clip(folder: Path) -> None:
     }
     torch.manual_seed(0)
     model = open_clip.CLIP(**model_cfg)
-    preprocess = {"image_size": 64, "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}
+    preprocess = {
+        "image_size": 64,
+        "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "std": list(open_clip.OPENAI_DATASET_STD),
+    }
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
 

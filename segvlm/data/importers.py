@@ -262,7 +262,7 @@ def rows_to_dataset(rows: Iterable[Row]) -> datasets.Dataset:
     """A small in-memory ``datasets.Dataset`` with the segvlm features (use :func:`write_rows` for big ones)."""
     import datasets
 
-    return datasets.Dataset(rows_to_table(list(rows))).cast(features())
+    return datasets.Dataset.from_list([row.to_dict() for row in rows], features=features())
 
 
 def write_rows(

@@ -30,28 +30,32 @@ def to_coco(result: VideoSegmentation) -> dict:
     images, annotations = [], []
     for position, frame in enumerate(result):
         image_id = position + 1
-        images.append({
-            "id": image_id,
-            "file_name": f"{stem}/{frame.frame_index:06d}.jpg",
-            "height": frame.height,
-            "width": frame.width,
-            "frame_index": frame.frame_index,
-            "timestamp": frame.timestamp,
-        })
+        images.append(
+            {
+                "id": image_id,
+                "file_name": f"{stem}/{frame.frame_index:06d}.jpg",
+                "height": frame.height,
+                "width": frame.width,
+                "frame_index": frame.frame_index,
+                "timestamp": frame.timestamp,
+            }
+        )
         for obj in frame:
             x0, y0, x1, y1 = obj.box_xyxy
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": categories[obj.label],
-                "segmentation": obj.rle.to_coco(),
-                "area": obj.area,
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "iscrowd": 0,
-                "score": obj.score,
-                "track_id": obj.track_id,
-                "phrase": obj.phrase,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": categories[obj.label],
+                    "segmentation": obj.rle.to_coco(),
+                    "area": obj.area,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "iscrowd": 0,
+                    "score": obj.score,
+                    "track_id": obj.track_id,
+                    "phrase": obj.phrase,
+                }
+            )
     return {
         "info": {"description": f"segvlm masks for {result.query!r}", "source": result.info.source},
         "images": images,
@@ -77,8 +81,13 @@ def save(result: VideoSegmentation, directory: str | Path, overlay: bool = False
         "format_version": FORMAT_VERSION,
         "query": result.query,
         "phrases": result.phrases,
-        "video": {"source": info.source, "height": info.height, "width": info.width, "fps": info.fps,
-                  "stride": info.stride},
+        "video": {
+            "source": info.source,
+            "height": info.height,
+            "width": info.width,
+            "fps": info.fps,
+            "stride": info.stride,
+        },
         "meta": result.meta,
     }
     path = directory / "masks.json"
@@ -115,14 +124,16 @@ def load(directory: str | Path) -> VideoSegmentation:
     for ann in data["annotations"]:
         rle = RLE.from_coco(ann["segmentation"])
         x, y, w, h = ann["bbox"]
-        frames[ann["image_id"]].objects.append(ObjectMask(
-            track_id=ann.get("track_id", ann["id"]),
-            label=names.get(ann["category_id"], str(ann["category_id"])),
-            phrase=ann.get("phrase", ""),
-            score=float(ann.get("score", 1.0)),
-            box_xyxy=(x, y, x + w, y + h),
-            rle=rle,
-        ))
+        frames[ann["image_id"]].objects.append(
+            ObjectMask(
+                track_id=ann.get("track_id", ann["id"]),
+                label=names.get(ann["category_id"], str(ann["category_id"])),
+                phrase=ann.get("phrase", ""),
+                score=float(ann.get("score", 1.0)),
+                box_xyxy=(x, y, x + w, y + h),
+                rle=rle,
+            )
+        )
     for frame in frames.values():
         frame.objects.sort(key=lambda obj: obj.track_id)
     first = images[0] if images else {"height": 0, "width": 0}

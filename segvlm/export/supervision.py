@@ -1,4 +1,4 @@
-"""Conversion between a :class:`segvlm.FrameResult` and ``supervision.Detections`` (``pip install segvlm[supervision]``).
+"""Conversion between :class:`segvlm.FrameResult` and ``supervision.Detections`` (extra: ``segvlm[supervision]``).
 
 Detections carry ``xyxy``, ``mask`` (N, H, W), ``confidence``, ``tracker_id``, ``class_id`` (index of the
 label among the frame's labels, in order of appearance) and ``data`` with ``class_name`` and ``phrase``
@@ -32,8 +32,10 @@ def to_detections(frame: FrameResult):
         confidence=np.asarray([obj.score for obj in frame], dtype=np.float32),
         class_id=np.asarray([classes.index(label) for label in labels], dtype=int),
         tracker_id=np.asarray(frame.track_ids, dtype=int),
-        data={"class_name": np.asarray(labels, dtype=object),
-              "phrase": np.asarray([obj.phrase for obj in frame], dtype=object)},
+        data={
+            "class_name": np.asarray(labels, dtype=object),
+            "phrase": np.asarray([obj.phrase for obj in frame], dtype=object),
+        },
     )
 
 
@@ -51,14 +53,20 @@ def from_detections(detections, frame_index: int, height: int, width: int) -> Fr
         mask = np.asarray(detections.mask[i], dtype=bool)
         if mask.shape != (height, width):
             raise ValueError(f"mask {i} has shape {mask.shape}, expected {(height, width)} (the frame size)")
-        label = str(names[i]) if names is not None else str(int(detections.class_id[i]) if detections.class_id is not None else "object")
+        label = (
+            str(names[i])
+            if names is not None
+            else str(int(detections.class_id[i]) if detections.class_id is not None else "object")
+        )
         rle = RLE.encode(mask)
-        objects.append(ObjectMask(
-            track_id=int(track_ids[i]),
-            label=label,
-            phrase=str(phrases[i]) if phrases is not None else label,
-            score=float(confidence[i]),
-            box_xyxy=tuple(float(v) for v in detections.xyxy[i]),
-            rle=rle,
-        ))
+        objects.append(
+            ObjectMask(
+                track_id=int(track_ids[i]),
+                label=label,
+                phrase=str(phrases[i]) if phrases is not None else label,
+                score=float(confidence[i]),
+                box_xyxy=tuple(float(v) for v in detections.xyxy[i]),
+                rle=rle,
+            )
+        )
     return FrameResult(frame_index, height, width, None, sorted(objects, key=lambda obj: obj.track_id))

@@ -43,7 +43,9 @@ def postprocess_detections(
             if len(chosen) == top_k:
                 break
         kept.extend(
-            Detection(box_xyxy=tuple(float(v) for v in boxes[i]), score=group[i].score, label=label, phrase=group[i].phrase)
+            Detection(
+                box_xyxy=tuple(float(v) for v in boxes[i]), score=group[i].score, label=label, phrase=group[i].phrase
+            )
             for i in chosen
         )
     return sorted(kept, key=lambda d: -d.score)

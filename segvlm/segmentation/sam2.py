@@ -82,9 +82,7 @@ class Sam2Session(SegmenterSession):
         if pixel_values is None:
             pixel_values = self.segmenter.preprocess(image)
         with torch.inference_mode():
-            output = self.segmenter.model(
-                inference_session=self.session, frame=pixel_values, frame_idx=self.position
-            )
+            output = self.segmenter.model(inference_session=self.session, frame=pixel_values, frame_idx=self.position)
             logits = self.segmenter.processor.post_process_masks(
                 [output.pred_masks.float()], original_sizes=[[self.height, self.width]], binarize=False
             )[0]  # (N, 1, H, W)
@@ -125,7 +123,12 @@ class Sam2Session(SegmenterSession):
             return
         keep = [obj_id for obj_id in session.obj_ids if obj_id not in drop]
         old_index = {obj_id: session._obj_id_to_idx[obj_id] for obj_id in keep}
-        for table_name in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj", "frames_tracked_per_obj"):
+        for table_name in (
+            "point_inputs_per_obj",
+            "mask_inputs_per_obj",
+            "output_dict_per_obj",
+            "frames_tracked_per_obj",
+        ):
             table = getattr(session, table_name)
             setattr(session, table_name, {new: table[old_index[obj_id]] for new, obj_id in enumerate(keep)})
         session._obj_id_to_idx = OrderedDict((obj_id, new) for new, obj_id in enumerate(keep))
