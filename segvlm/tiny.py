@@ -204,7 +204,52 @@ def build_clip(folder: Path) -> None:
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
 
 
+def build_grounding_dino(folder: Path) -> None:
+    """Grounding DINO-shaped detector (Swin + BERT, deformable transformer), ~0.2 M parameters."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "of", "and"]
+    words += ["child", "children", "person", "red", "blue", "green", "car", "dog", "cat", "cup", "box", "ball"]
+    tokenizer = BertTokenizerFast(vocab={word: index for index, word in enumerate(words)})
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(
+            image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
+            out_features=["stage2", "stage3", "stage4"],
+        ),
+        text_config=BertConfig(
+            vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=64,
+        ),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,  # the box heads of decoder layers are tied, which needs at least two
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=20,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=32,
+        use_timm_backbone=False,
+    )
+    torch.manual_seed(0)
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
+    "grounding-dino": build_grounding_dino,
     "sam2": build_sam2,
     "owlv2": build_owlv2,
     "clip": build_clip,

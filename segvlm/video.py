@@ -171,8 +171,9 @@ class FrameSource:
 
         try:
             with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise VideoReadError(f"{path} has no video stream; pass a video or image file")
+                # FFmpeg's "tty" demuxer renders any text file as a video; that is never what a user means.
+                if not container.streams.video or container.format.name == "tty":
+                    raise av.error.InvalidDataError(1094995529, "no video stream")
                 stream = container.streams.video[0]
                 fps = float(stream.average_rate) if stream.average_rate else None
                 num_frames = stream.frames or None
@@ -184,6 +185,11 @@ class FrameSource:
             try:
                 image = _open_image(path)
             except VideoReadError:
+                if path.suffix.lower() in VIDEO_SUFFIXES:
+                    raise VideoReadError(
+                        f"{path} cannot be opened as a video; it is truncated or corrupt ({error}). "
+                        "Re-export or re-download the file"
+                    ) from error
                 raise VideoReadError(
                     f"{path} is neither a video nor an image that can be decoded ({error}); "
                     "pass an mp4/webm/mov/avi video, an image, or a folder of frames"
@@ -222,12 +228,19 @@ class FrameSource:
                     decoded += 1
         except av.error.FFmpegError as error:
             raise VideoReadError(
-                f"{path} is corrupt or truncated: decoding failed at frame {decoded} ({error}); "
+                f"{path} is truncated or corrupt: decoding failed at frame {decoded} ({error}); "
                 f"the {decoded} frames before it were read",
                 frames_read=decoded,
             ) from error
         if decoded == 0:
             raise VideoReadError(f"{path} holds zero decodable frames; the file is empty or corrupt")
+        declared = self.meta.num_frames
+        if declared and decoded < declared * 0.9:
+            raise VideoReadError(
+                f"{path} is truncated: the stream ended at frame {decoded} of the {declared} its header declares; "
+                f"the {decoded} frames before it were read",
+                frames_read=decoded,
+            )
 
     def __iter__(self) -> Iterator[Frame]:
         if self._kind == "iter":
@@ -314,7 +327,8 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         suffix = self.path.suffix.lower()
         codec = {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(suffix, "libx264")
-        self._container = av.open(str(self.path), mode="w")
+        options = {"movflags": "faststart"} if suffix in (".mp4", ".mov", ".m4v") else {}
+        self._container = av.open(str(self.path), mode="w", options=options)
         rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(25)
         self._stream = self._container.add_stream(codec, rate=rate)
         self._width, self._height = width + width % 2, height + height % 2

@@ -1,0 +1,88 @@
+"""Re-rank grounded boxes with open_clip against the phrases they were found for.
+
+Detectors blur attributes: asked for "red car" they also box the blue one. CLIP reads attributes well, so
+each candidate crop is scored against its own phrase and the scores are compared *across the candidates of
+that phrase*: the softmax over candidates (``logit_scale * cosine``) divided by its maximum gives each
+candidate's CLIP preference in (0, 1], 1 for the best match. The final score mixes it with the detector's:
+``(1 - weight) * detector + weight * preference``; candidates below ``min_score`` are dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segvlm.config import RerankerConfig
+from segvlm.tiny import resolve_model
+from segvlm.types import Detection
+
+
+def crop(image: np.ndarray, box, context: float = 0.1) -> np.ndarray:
+    """The box's region with ``context`` of its size added on each side, clipped to the image."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box
+    pad_x, pad_y = (x1 - x0) * context, (y1 - y0) * context
+    left, top = int(max(0, x0 - pad_x)), int(max(0, y0 - pad_y))
+    right, bottom = int(min(width, np.ceil(x1 + pad_x))), int(min(height, np.ceil(y1 + pad_y)))
+    return image[top : max(bottom, top + 1), left : max(right, left + 1)]
+
+
+class ClipReranker:
+    """Scores detections with an open_clip model: a named model + pretrained tag, ``hf-hub:`` id, or folder."""
+
+    def __init__(self, model, preprocess, tokenizer, config: RerankerConfig, device: str = "cpu"):
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+
+    @classmethod
+    def from_config(cls, config: RerankerConfig, device: str = "cpu") -> ClipReranker:
+        import open_clip
+
+        name = resolve_model(config.model)
+        pretrained = config.pretrained
+        if Path(name).is_dir():
+            name, pretrained = f"local-dir:{name}", None
+        elif name.startswith("hf-hub:"):
+            pretrained = None
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        return cls(model.eval(), preprocess, open_clip.get_tokenizer(name), config, device)
+
+    def similarities(self, image: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """``logit_scale * cosine(crop_i, phrase_i)`` for every detection: an (N,) array."""
+        import torch
+        from PIL import Image
+
+        crops = torch.stack([self.preprocess(Image.fromarray(crop(image, d.box_xyxy))) for d in detections])
+        labels = [d.label for d in detections]
+        phrases = list(dict.fromkeys(labels))
+        with torch.inference_mode():
+            image_features = self.model.encode_image(crops.to(self.device))  # (N, D)
+            text_features = self.model.encode_text(self.tokenizer([f"a photo of a {p}" for p in phrases]).to(self.device))
+            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)  # (P, D)
+            cosine = image_features @ text_features.T  # (N, P)
+            scale = self.model.logit_scale.exp()
+        own = cosine[torch.arange(len(detections)), torch.tensor([phrases.index(label) for label in labels])]
+        return (scale * own).float().cpu().numpy()
+
+    def rerank(self, image: np.ndarray, detections: list[Detection]) -> list[Detection]:
+        """Detections with re-ranked scores, best first; those under ``min_score`` are dropped."""
+        if not detections:
+            return []
+        logits = self.similarities(image, detections)
+        scores = np.empty(len(detections), dtype=np.float64)
+        for label in {d.label for d in detections}:
+            members = np.array([d.label == label for d in detections])
+            group = logits[members] - logits[members].max()
+            preference = np.exp(group) / np.exp(group).sum()  # softmax over this phrase's candidates
+            scores[members] = preference / preference.max()
+        weight = self.config.weight
+        reranked = [
+            Detection(d.box_xyxy, float((1 - weight) * d.score + weight * s), d.label, d.phrase)
+            for d, s in zip(detections, scores)
+        ]
+        return sorted((d for d in reranked if d.score >= self.config.min_score), key=lambda d: -d.score)
