@@ -118,6 +118,16 @@ def presets() -> None:
         )
 
 
+def _register_extensions() -> None:
+    """Commands whose implementation lives with its feature (imported lazily inside each command)."""
+    from segvlm.data.cli import build_dataset_command
+
+    app.command("build-dataset")(build_dataset_command)
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -1,7 +1,7 @@
 """Typed configuration: one dataclass per stage, YAML presets that map onto them.
 
-A preset is a YAML file in the repository's ``configs/`` folder (shipped in the wheel as
-``segvlm.presets``); ``load_config("cpu-fast")`` reads one, ``load_config("my.yaml")`` reads a file, and
+A preset is a YAML file in the repository's ``configs/`` folder (``segvlm/presets`` in the package,
+shipped in the wheel); ``load_config("cpu-fast")`` reads one, ``load_config("my.yaml")`` reads a file, and
 keyword overrides such as ``load_config("cpu-fast", device="cuda")`` win over both. Unknown keys are
 refused with the list of valid ones, so a typo never silently falls back to a default.
 """
@@ -131,11 +131,8 @@ class PipelineConfig:
 
 
 def _preset_dir() -> Path:
-    """The folder holding the preset YAML files (the wheel's ``segvlm.presets`` or the repo's ``configs/``)."""
-    try:
-        return Path(str(resources.files("segvlm.presets")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "configs"
+    """The folder holding the preset YAML files (``segvlm/presets``, linked as ``configs/`` in the repository)."""
+    return Path(str(resources.files("segvlm.presets")))
 
 
 def list_presets() -> list[str]:

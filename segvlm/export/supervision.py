@@ -29,7 +29,7 @@ def to_detections(frame: FrameResult):
     return sv.Detections(
         xyxy=frame.boxes().reshape(-1, 4),
         mask=frame.masks(),
-        confidence=np.asarray([obj.score for obj in frame], dtype=np.float32),
+        confidence=np.asarray([obj.score for obj in frame], dtype=np.float64),
         class_id=np.asarray([classes.index(label) for label in labels], dtype=int),
         tracker_id=np.asarray(frame.track_ids, dtype=int),
         data={
