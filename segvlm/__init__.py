@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 
 # Public names and the module each lives in, resolved on first access (PEP 562).
 _EXPORTS = {
-    "pipeline": "segvlm.pipeline",
-    "Pipeline": "segvlm.pipeline",
-    "Progress": "segvlm.pipeline",
+    "pipeline": "segvlm.tracking",
+    "Pipeline": "segvlm.tracking",
+    "Progress": "segvlm.tracking",
     "PipelineConfig": "segvlm.config",
     "load_config": "segvlm.config",
     "list_presets": "segvlm.config",
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from segvlm.config import PipelineConfig, list_presets, load_config
     from segvlm.errors import ConfigError, QueryError, SegvlmError, UnknownBackendError, VideoReadError
     from segvlm.masks import RLE
-    from segvlm.pipeline import Pipeline, Progress, pipeline
     from segvlm.query import parse_query
+    from segvlm.tracking import Pipeline, Progress, pipeline
     from segvlm.types import Detection, FrameResult, ObjectMask, Track, VideoInfo, VideoSegmentation
     from segvlm.video import read_frames

@@ -40,7 +40,7 @@ def segment(
 
     from segvlm.config import load_config
     from segvlm.errors import SegvlmError, VideoReadError
-    from segvlm.pipeline import Pipeline
+    from segvlm.tracking import Pipeline
 
     overrides = {}
     if grounder:

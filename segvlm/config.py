@@ -108,7 +108,7 @@ class TrackingConfig:
 
 @dataclass
 class PipelineConfig:
-    """Everything that decides what ``segvlm.pipeline`` computes.
+    """Everything that decides what ``segvlm.pipeline()`` computes.
 
     Attributes:
         grounder, reranker, segmenter, tracking: per-stage settings.

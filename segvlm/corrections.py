@@ -18,7 +18,7 @@ from segvlm.types import Box, ObjectMask
 from segvlm.video import read_frames
 
 if TYPE_CHECKING:
-    from segvlm.pipeline import Pipeline
+    from segvlm.tracking import Pipeline
     from segvlm.types import VideoSegmentation
 
 

@@ -248,7 +248,23 @@ def build_grounding_dino(folder: Path) -> None:
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
 
 
+def _vlm_builder(family: str) -> Callable[[Path], None]:
+    """A builder for a tiny VLM of ``family`` (see ``segvlm.vlm.tiny``), imported only when used."""
+
+    def build(folder: Path) -> None:
+        from segvlm.vlm.tiny import build as build_vlm
+
+        build_vlm(family, folder)
+
+    build.__doc__ = f"Tiny random {family} VLM (see segvlm.vlm.tiny)."
+    return build
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
+    "smolvlm": _vlm_builder("smolvlm"),
+    "qwen2-vl": _vlm_builder("qwen2_vl"),
+    "qwen2-5-vl": _vlm_builder("qwen2_5_vl"),
+    "llava": _vlm_builder("llava"),
     "grounding-dino": build_grounding_dino,
     "sam2": build_sam2,
     "owlv2": build_owlv2,

@@ -295,6 +295,16 @@ class VideoSegmentation:
         """One ``supervision.Detections`` per processed frame."""
         return [frame.to_supervision() for frame in self.frames]
 
+    def describe(self, track_id: int, frame_index: int, question: str, vlm: Any, **kwargs: Any) -> str:
+        """Ask a :class:`segvlm.vlm.MaskAwareVLM` about one object in one frame ("what is object 3 doing?").
+
+        The frame is read from ``info.source`` unless ``image=`` or ``video=`` is given; see
+        :func:`segvlm.vlm.describe`.
+        """
+        from segvlm.vlm.describe import describe
+
+        return describe(self, track_id=track_id, frame_index=frame_index, question=question, vlm=vlm, **kwargs)
+
     # -- corrections --------------------------------------------------------------------------------------
     def _require_corrector(self) -> Corrector:
         if self.corrector is None:

@@ -233,7 +233,7 @@ class FrameSource:
                 frames_read=decoded,
             ) from error
         if decoded == 0:
-            raise VideoReadError(f"{path} holds zero decodable frames; the file is empty or corrupt")
+            raise VideoReadError(f"{path} holds zero decodable frames; the file is empty, truncated or corrupt")
         declared = self.meta.num_frames
         if declared and decoded < declared * 0.9:
             raise VideoReadError(

@@ -19,7 +19,10 @@ IMAGE = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
 
 @pytest.mark.parametrize(
     ("name", "cls", "model"),
-    [("owlv2", Owlv2Grounder, "tiny-random:owlv2"), ("grounding-dino", GroundingDinoGrounder, "tiny-random:grounding-dino")],
+    [
+        ("owlv2", Owlv2Grounder, "tiny-random:owlv2"),
+        ("grounding-dino", GroundingDinoGrounder, "tiny-random:grounding-dino"),
+    ],
 )
 def test_grounders_load_from_a_local_folder_and_return_boxes_in_frame(name, cls, model):
     folder = resolve_model(model)  # a real folder written by save_pretrained
@@ -71,8 +74,11 @@ def test_clip_reranker_scores_follow_the_formula():
     logits = reranker.similarities(IMAGE, detections)
     car = np.exp(logits[:2] - logits[:2].max())
     preference = car / car.max()
-    expected = {(0, 0, 50, 50): 0.25 + 0.5 * preference[0], (60, 10, 150, 90): 0.3 + 0.5 * preference[1],
-                (10, 10, 40, 40): 0.15 + 0.5}
+    expected = {
+        (0, 0, 50, 50): 0.25 + 0.5 * preference[0],
+        (60, 10, 150, 90): 0.3 + 0.5 * preference[1],
+        (10, 10, 40, 40): 0.15 + 0.5,
+    }
     reranked = reranker.rerank(IMAGE, detections)
     assert len(reranked) == 3
     for d in reranked:

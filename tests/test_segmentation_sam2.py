@@ -11,10 +11,10 @@ from transformers import Sam2VideoModel, Sam2VideoProcessor
 
 from segvlm.config import PipelineConfig, SegmenterConfig, TrackingConfig
 from segvlm.masks import mask_iou
-from segvlm.pipeline import Pipeline
 from segvlm.segmentation.base import ObjectPrompt
 from segvlm.segmentation.sam2 import Sam2VideoSegmenter
 from segvlm.tiny import resolve_model
+from segvlm.tracking import Pipeline
 from segvlm.types import Detection
 
 H, W = 72, 128

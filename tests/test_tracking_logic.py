@@ -8,7 +8,7 @@ from fakes import ColourGrounder, ColourSegmenter
 from scenes import Sprite, render
 
 from segvlm.config import PipelineConfig, TrackingConfig
-from segvlm.pipeline import Pipeline
+from segvlm.tracking import Pipeline
 
 H, W = 60, 96
 RED, BLUE = (220, 30, 30), (30, 60, 220)

@@ -12,6 +12,14 @@ from segvlm.video import VideoWriter, prefetch, read_frames, to_rgb_uint8
 
 
 @pytest.fixture(scope="module")
+def noisy_clip(tmp_path_factory):
+    """Noise compresses badly, so bytes spread evenly over frames and a cut lands mid-stream."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(20)]
+    return write_video(tmp_path_factory.mktemp("n") / "noise.mp4", images, fps=10)
+
+
+@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     images, _ = render([Sprite("r", (200, 30, 30), (10, 10), [(5, 2 * t) for t in range(12)])], 48, 64, 12)
     return images, write_video(tmp_path_factory.mktemp("v") / "clip.mp4", images, fps=12)
@@ -108,11 +116,11 @@ def test_zero_byte_and_empty_inputs(tmp_path):
         read_frames(iter([]))
 
 
-def test_truncated_video_is_refused_with_the_reason(clip, tmp_path):
-    _, path = clip
+def test_truncated_video_is_refused_with_the_reason(noisy_clip, tmp_path):
+    path = noisy_clip
     data = open(path, "rb").read()
     truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes(data[: len(data) // 2])
+    truncated.write_bytes(data[:2000])
     with pytest.raises(VideoReadError, match="truncated or corrupt"):
         list(read_frames(truncated))
 
@@ -135,8 +143,8 @@ def test_prefetch_preserves_order_and_reraises():
         list(prefetch(failing()))
 
 
-def test_video_cut_mid_stream_yields_the_frames_before_the_cut_then_names_the_frame(clip, tmp_path):
-    _, path = clip  # written with the moov atom first, so a cut file still opens
+def test_video_cut_mid_stream_yields_the_frames_before_the_cut_then_names_the_frame(noisy_clip, tmp_path):
+    path = noisy_clip  # written with the moov atom first, so a cut file still opens
     data = open(path, "rb").read()
     truncated = tmp_path / "cut.mp4"
     truncated.write_bytes(data[: int(len(data) * 0.6)])
@@ -144,5 +152,5 @@ def test_video_cut_mid_stream_yields_the_frames_before_the_cut_then_names_the_fr
     with pytest.raises(VideoReadError, match=r"frame \d+") as error:
         for frame in read_frames(truncated):
             frames.append(frame)
-    assert 0 < len(frames) < 12
+    assert 0 < len(frames) < 20
     assert error.value.frames_read == len(frames)

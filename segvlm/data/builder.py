@@ -87,8 +87,10 @@ class BuildConfig:
         object.__setattr__(self, "caption_templates", tuple(self.caption_templates))
         has_query = bool(self.query) if isinstance(self.query, str) else bool(self.query and any(self.query))
         if has_query == bool(self.vocabulary):
-            raise ValueError("give exactly one of query (what to segment, e.g. 'red car') or vocabulary "
-                             "(class names to label everything with)")
+            raise ValueError(
+                "give exactly one of query (what to segment, e.g. 'red car') or vocabulary "
+                "(class names to label everything with)"
+            )
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -158,30 +160,57 @@ def run_unit(unit: WorkUnit, config: BuildConfig, labeler: Labeler, data_dir: Pa
     for item in unit.items:
         is_image = item.kind == "image"
         try:
-            result = labeler(config.labeler_query, item.path, 1 if is_image else config.max_frames,
-                             1 if is_image else config.stride)
+            result = labeler(
+                config.labeler_query,
+                item.path,
+                1 if is_image else config.max_frames,
+                1 if is_image else config.stride,
+            )
             item_rows = rows_from_segmentation(
-                result, item.path, item.source, is_image=is_image, stride=config.stride,
-                max_frames=config.max_frames, caption_templates=config.caption_templates,
-                image_format=config.image_format, jpeg_quality=config.jpeg_quality,
+                result,
+                item.path,
+                item.source,
+                is_image=is_image,
+                stride=config.stride,
+                max_frames=config.max_frames,
+                caption_templates=config.caption_templates,
+                image_format=config.image_format,
+                jpeg_quality=config.jpeg_quality,
             )
         except (ValueError, OSError) as error:
             if not is_input_error(error):
                 raise
-            errors.append(ItemError(source=item.source, path=item.path, reason=f"{type(error).__name__}: {error}"))
+            errors.append(
+                ItemError(source=item.source, path=item.path, reason=f"{type(error).__name__}: {error}")
+            )
             continue
         rows.extend(item_rows)
         if not meta and result.meta:
-            meta = json.loads(json.dumps(result.meta, default=str))
+            meta = provenance(result.meta)
     label_counts: dict[str, int] = {}
     for row in rows:
         for region in row.regions:
             label_counts[region.label] = label_counts.get(region.label, 0) + 1
-    record = UnitRecord(key=unit.key, rows=len(rows), regions=sum(label_counts.values()),
-                        label_counts=label_counts, errors=errors, meta=meta,
-                        seconds=round(time.perf_counter() - start, 4))
+    record = UnitRecord(
+        key=unit.key,
+        rows=len(rows),
+        regions=sum(label_counts.values()),
+        label_counts=label_counts,
+        errors=errors,
+        meta=meta,
+        seconds=round(time.perf_counter() - start, 4),
+        finished_at=time.time(),
+    )
     write_unit_output(rows_to_table(rows), data_dir, record)
     return record
+
+
+VOLATILE_META_KEYS = frozenset({"seconds", "max_frames"})
+
+
+def provenance(meta: dict[str, Any]) -> dict[str, Any]:
+    """The labeler's metadata as JSON, without per-item values (timings), so equal setups compare equal."""
+    return json.loads(json.dumps({k: v for k, v in meta.items() if k not in VOLATILE_META_KEYS}, default=str))
 
 
 def is_input_error(error: BaseException) -> bool:
@@ -205,15 +234,20 @@ def _build_header(config: BuildConfig, labeler: Labeler, units: Sequence[WorkUni
         "schema_version": SCHEMA_VERSION,
         "config": config.to_json(),
         "labeler": labeler_name(labeler),
-        "plan": {"units": len(units), "items": sum(len(u.items) for u in units), "digest": plan_digest(units)},
+        "plan": {
+            "units": len(units),
+            "items": sum(len(u.items) for u in units),
+            "digest": plan_digest(units),
+        },
     }
 
 
 def _describe_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     problems = []
     if recorded.get("schema_version") != wanted["schema_version"]:
-        problems.append(f"schema version {recorded.get('schema_version')} (this segvlm writes "
-                        f"{wanted['schema_version']})")
+        problems.append(
+            f"schema version {recorded.get('schema_version')} (this segvlm writes {wanted['schema_version']})"
+        )
     old_config, new_config = recorded.get("config", {}), wanted["config"]
     for name in sorted(set(old_config) | set(new_config)):
         if old_config.get(name) != new_config.get(name):
@@ -222,8 +256,10 @@ def _describe_mismatch(recorded: dict[str, Any], wanted: dict[str, Any]) -> list
         problems.append(f"labeler {recorded.get('labeler')!r} (this run: {wanted['labeler']!r})")
     old_plan, new_plan = recorded.get("plan", {}), wanted["plan"]
     if old_plan.get("digest") != new_plan["digest"]:
-        problems.append(f"inputs: {old_plan.get('items')} items in {old_plan.get('units')} units "
-                        f"(this run: {new_plan['items']} items in {new_plan['units']} units, or other files)")
+        problems.append(
+            f"inputs: {old_plan.get('items')} items in {old_plan.get('units')} units "
+            f"(this run: {new_plan['items']} items in {new_plan['units']} units, or other files)"
+        )
     return problems
 
 
@@ -235,7 +271,8 @@ def prepare_out(out: Path, header: dict[str, Any]) -> bool:
         problems = _describe_mismatch(recorded, header)
         if problems:
             raise BuildMismatchError(
-                f"{out} holds a build started with different settings: it has " + "; ".join(problems)
+                f"{out} holds a build started with different settings: it has "
+                + "; ".join(problems)
                 + ". Run again with the original settings to resume it, or pass a new --out folder "
                 "(or delete this one) to start over."
             )
@@ -246,7 +283,9 @@ def prepare_out(out: Path, header: dict[str, Any]) -> bool:
             "pass an empty or new --out folder"
         )
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(build_file, json.dumps({**header, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+    atomic_write_text(
+        build_file, json.dumps({**header, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2)
+    )
     return False
 
 
@@ -336,8 +375,13 @@ def build_dataset(
 
     totals = finalize(out, units, ledger, config, labeler_name(labeler), save_arrow=save_arrow)
     return BuildSummary(
-        out=out, rows=totals.rows, regions=totals.regions, units=len(units), resumed_units=resumed,
-        errors=len(totals.errors), seconds=seconds, rows_per_second=new_rows / seconds if seconds > 0 else 0.0,
+        out=out,
+        rows=totals.rows,
+        regions=totals.regions,
+        units=len(units),
+        resumed_units=resumed,
+        errors=len(totals.errors),
+        seconds=seconds,
+        rows_per_second=new_rows / seconds if seconds > 0 else 0.0,
         label_counts=totals.label_counts,
     )
-

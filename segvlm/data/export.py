@@ -20,7 +20,9 @@ def coco_file_name(source: str, frame_index: int) -> str:
     return f"{Path(source).with_suffix('').as_posix()}/{frame_index:06d}.jpg"
 
 
-def _iter_rows(data: datasets.Dataset | Iterable[Row | Mapping[str, Any]], with_images: bool) -> Iterable[Any]:
+def _iter_rows(
+    data: datasets.Dataset | Iterable[Row | Mapping[str, Any]], with_images: bool
+) -> Iterable[Any]:
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a core dependency
@@ -48,9 +50,17 @@ def to_coco(
         value = row.to_dict() if isinstance(row, Row) else row
         image_id = position + 1
         file_name = coco_file_name(value["source"], int(value["frame_index"]))
-        images.append({"id": image_id, "file_name": file_name, "height": int(value["height"]),
-                       "width": int(value["width"]), "source": value["source"],
-                       "frame_index": int(value["frame_index"]), "timestamp": value.get("timestamp")})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "height": int(value["height"]),
+                "width": int(value["width"]),
+                "source": value["source"],
+                "frame_index": int(value["frame_index"]),
+                "timestamp": value.get("timestamp"),
+            }
+        )
         if out_dir is not None:
             target = out_dir / file_name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -62,15 +72,26 @@ def to_coco(
             from pycocotools import mask as coco_mask
 
             area = int(coco_mask.area({"size": mask["size"], "counts": mask["counts"].encode()}))
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
-                "segmentation": mask, "area": area, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0,
-                "score": float(region["score"]), "track_id": int(region["track_id"]),
-                "phrase": region.get("phrase") or "", "caption": region.get("caption") or "",
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_id,
+                    "segmentation": mask,
+                    "area": area,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "iscrowd": 0,
+                    "score": float(region["score"]),
+                    "track_id": int(region["track_id"]),
+                    "phrase": region.get("phrase") or "",
+                    "caption": region.get("caption") or "",
+                }
+            )
     return {
         "info": {"description": "exported from a segvlm dataset"},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": cid, "name": name, "supercategory": "object"} for name, cid in categories.items()],
+        "categories": [
+            {"id": cid, "name": name, "supercategory": "object"} for name, cid in categories.items()
+        ],
     }

@@ -36,8 +36,10 @@ class Totals:
 def totals_of(units: Sequence[WorkUnit], ledger: Ledger) -> Totals:
     missing = [unit.key for unit in units if unit.key not in ledger]
     if missing:
-        raise RuntimeError(f"{len(missing)} work units are not finished (first: {missing[0]}); "
-                           "run the same build command again to finish them")
+        raise RuntimeError(
+            f"{len(missing)} work units are not finished (first: {missing[0]}); "
+            "run the same build command again to finish them"
+        )
     totals = Totals()
     for unit in units:
         record = ledger.records[unit.key]
@@ -89,13 +91,22 @@ def finalize(
 ) -> Totals:
     """Write ``errors.jsonl``, ``README.md`` and (optionally) the arrow copy; mark ``build.json`` finished."""
     totals = totals_of(units, ledger)
-    lines = "".join(json.dumps({"source": e.source, "path": e.path, "reason": e.reason}) + "\n"
-                    for e in totals.errors)
+    lines = "".join(
+        json.dumps({"source": e.source, "path": e.path, "reason": e.reason}) + "\n" for e in totals.errors
+    )
     atomic_write_text(out / "errors.jsonl", lines)
     settings_json = settings.to_json() if hasattr(settings, "to_json") else dict(settings)
-    card = CardInfo(title=title or f"segvlm dataset: {out.name}", labeler=labeler, rows=totals.rows,
-                    regions=totals.regions, sources=totals.sources, errors=len(totals.errors),
-                    label_counts=totals.label_counts, models=totals.models, settings=settings_json)
+    card = CardInfo(
+        title=title or f"segvlm dataset: {out.name}",
+        labeler=labeler,
+        rows=totals.rows,
+        regions=totals.regions,
+        sources=totals.sources,
+        errors=len(totals.errors),
+        label_counts=totals.label_counts,
+        models=totals.models,
+        settings=settings_json,
+    )
     atomic_write_text(out / "README.md", render_card(card))
     if save_arrow:
         shards = [shard_path(out / "data", unit.key, ledger.records[unit.key].rows) for unit in units]
@@ -103,7 +114,11 @@ def finalize(
     build_file = out / "build.json"
     if build_file.exists():
         header = json.loads(build_file.read_text())
-        header["finished"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": totals.rows,
-                              "regions": totals.regions, "errors": len(totals.errors)}
+        header["finished"] = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "rows": totals.rows,
+            "regions": totals.regions,
+            "errors": len(totals.errors),
+        }
         atomic_write_text(build_file, json.dumps(header, indent=2))
     return totals

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from segvlm.types import VideoSegmentation
 
 
-def segmentation_to_rle(segmentation: Any, height: int, width: int, bbox_xywh: Sequence[float] | None = None) -> RLE:
+def segmentation_to_rle(
+    segmentation: Any, height: int, width: int, bbox_xywh: Sequence[float] | None = None
+) -> RLE:
     """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as one :class:`RLE`.
 
     With no segmentation, the box is used as a rectangular mask.
@@ -101,8 +103,14 @@ def rows_from_coco(
             _record(errors, source, str(path), error)
             continue
         if (height, width) != (image.get("height", height), image.get("width", width)):
-            _record(errors, source, str(path), ValueError(
-                f"{path} is {height}x{width} but the annotations say {image['height']}x{image['width']}"))
+            _record(
+                errors,
+                source,
+                str(path),
+                ValueError(
+                    f"{path} is {height}x{width} but the annotations say {image['height']}x{image['width']}"
+                ),
+            )
             continue
         frame_index = int(image.get("frame_index") or 0)
         regions = []
@@ -112,12 +120,29 @@ def rows_from_coco(
             track_id = int(ann.get("track_id", ann["id"]))
             rle = segmentation_to_rle(ann.get("segmentation"), height, width, ann.get("bbox"))
             bbox = _xywh_to_xyxy(ann["bbox"]) if ann.get("bbox") else rle.bbox_xyxy()
-            caption = ann.get("caption") or caption_for(caption_templates, label, phrase,
-                                                        f"{source}/{frame_index}/{track_id}")
-            regions.append(Region(rle=rle, bbox_xyxy=bbox, label=label, phrase=phrase,
-                                  score=float(ann.get("score", 1.0)), track_id=track_id, caption=caption))
-        yield Row(image=payload, source=source, frame_index=frame_index, width=width, height=height,
-                  timestamp=image.get("timestamp"), regions=regions)
+            caption = ann.get("caption") or caption_for(
+                caption_templates, label, phrase, f"{source}/{frame_index}/{track_id}"
+            )
+            regions.append(
+                Region(
+                    rle=rle,
+                    bbox_xyxy=bbox,
+                    label=label,
+                    phrase=phrase,
+                    score=float(ann.get("score", 1.0)),
+                    track_id=track_id,
+                    caption=caption,
+                )
+            )
+        yield Row(
+            image=payload,
+            source=source,
+            frame_index=frame_index,
+            width=width,
+            height=height,
+            timestamp=image.get("timestamp"),
+            regions=regions,
+        )
 
 
 # -- RefCOCO ----------------------------------------------------------------------------------------------
@@ -128,7 +153,7 @@ class RefCocoFields:
     """Column names of a RefCOCO-style row (defaults follow the common HF/refer layouts).
 
     Attributes:
-        image: the image: PIL image, bytes, ``{"bytes", "path"}`` dict, or a path (relative to ``image_root``).
+        image: a PIL image, bytes, a ``{"bytes", "path"}`` dict, or a path (relative to ``image_root``).
         image_id: groups references of the same image into one row (falls back to the image path).
         bbox: the referred object's box, COCO ``[x, y, w, h]`` pixels.
         sentences: referring expressions: a string, a list of strings, or refer's ``[{"sent": ...}]``.
@@ -220,8 +245,17 @@ def rows_from_refcoco(
             rle = segmentation_to_rle(ref.get(fields.segmentation), height, width, bbox)
             box = _xywh_to_xyxy(bbox) if bbox is not None else rle.bbox_xyxy()
             for sentence in _sentences(ref.get(fields.sentences)) or [label]:
-                regions.append(Region(rle=rle, bbox_xyxy=box, label=label, phrase=sentence, score=1.0,
-                                      track_id=track_id, caption=sentence))
+                regions.append(
+                    Region(
+                        rle=rle,
+                        bbox_xyxy=box,
+                        label=label,
+                        phrase=sentence,
+                        score=1.0,
+                        track_id=track_id,
+                        caption=sentence,
+                    )
+                )
         yield Row(image=payload, source=source, frame_index=0, width=width, height=height, regions=regions)
 
 
@@ -243,12 +277,20 @@ def rows_from_segmentation_result(
     if path.startswith("<"):
         raise ValueError(f"the result's source is {path!r}, not a file; pass video= the frames' path")
     return rows_from_segmentation(
-        result, path, source or Path(path).name, is_image=Path(path).suffix.lower() in IMAGE_SUFFIXES,
-        stride=result.info.stride, max_frames=None, caption_templates=caption_templates, image_format=image_format,
+        result,
+        path,
+        source or Path(path).name,
+        is_image=Path(path).suffix.lower() in IMAGE_SUFFIXES,
+        stride=result.info.stride,
+        max_frames=None,
+        caption_templates=caption_templates,
+        image_format=image_format,
     )
 
 
-def rows_from_saved_result(directory: str | Path, video: str | Path | None = None, **kwargs: Any) -> list[Row]:
+def rows_from_saved_result(
+    directory: str | Path, video: str | Path | None = None, **kwargs: Any
+) -> list[Row]:
     """Rows from a folder written by ``VideoSegmentation.save`` (its ``masks.json``)."""
     from segvlm.types import VideoSegmentation
 
@@ -259,7 +301,7 @@ def rows_from_saved_result(directory: str | Path, video: str | Path | None = Non
 
 
 def rows_to_dataset(rows: Iterable[Row]) -> datasets.Dataset:
-    """A small in-memory ``datasets.Dataset`` with the segvlm features (use :func:`write_rows` for big ones)."""
+    """A small in-memory ``datasets.Dataset`` with the segvlm features (:func:`write_rows` for big ones)."""
     import datasets
 
     return datasets.Dataset.from_list([row.to_dict() for row in rows], features=features())
@@ -297,14 +339,22 @@ def write_rows(
     def flush(batch: list[Row]) -> None:
         index = len(units)
         sources = list(dict.fromkeys(row.source for row in batch))
-        unit = WorkUnit(index=index, key=f"u{index:06d}-import",
-                        items=tuple(WorkItem(path="", source=s, kind="image") for s in sources))
+        unit = WorkUnit(
+            index=index,
+            key=f"u{index:06d}-import",
+            items=tuple(WorkItem(path="", source=s, kind="image") for s in sources),
+        )
         label_counts: dict[str, int] = {}
         for row in batch:
             for region in row.regions:
                 label_counts[region.label] = label_counts.get(region.label, 0) + 1
-        record = UnitRecord(key=unit.key, rows=len(batch), regions=sum(label_counts.values()),
-                            label_counts=label_counts, meta={"labeler": source_name} if index == 0 else {})
+        record = UnitRecord(
+            key=unit.key,
+            rows=len(batch),
+            regions=sum(label_counts.values()),
+            label_counts=label_counts,
+            meta={"labeler": source_name} if index == 0 else {},
+        )
         write_unit_output(rows_to_table(batch), data_dir, record)
         ledger.append(record)
         units.append(unit)
@@ -320,9 +370,21 @@ def write_rows(
     if errors:  # attach the skipped inputs to the last unit so the card and errors.jsonl count them
         last = ledger.records[units[-1].key]
         last.errors = list(errors)
-        units[-1] = WorkUnit(index=units[-1].index, key=units[-1].key,
-                             items=units[-1].items + tuple(WorkItem("", e.source, "image") for e in errors))
-    atomic_write_text(out / "build.json", json.dumps({"importer": source_name, "settings": dict(settings or {})}))
-    finalize(out, units, ledger, dict(settings or {}), source_name, save_arrow=save_arrow,
-             title=f"segvlm dataset: {out.name} ({source_name})")
+        units[-1] = WorkUnit(
+            index=units[-1].index,
+            key=units[-1].key,
+            items=units[-1].items + tuple(WorkItem("", e.source, "image") for e in errors),
+        )
+    atomic_write_text(
+        out / "build.json", json.dumps({"importer": source_name, "settings": dict(settings or {})})
+    )
+    finalize(
+        out,
+        units,
+        ledger,
+        dict(settings or {}),
+        source_name,
+        save_arrow=save_arrow,
+        title=f"segvlm dataset: {out.name} ({source_name})",
+    )
     return out

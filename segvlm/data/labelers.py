@@ -47,7 +47,7 @@ class PresetLabeler:
     def load(self) -> Any:
         """Build the models now (the builder calls this once per worker before the first item)."""
         if self._pipeline is None:
-            from segvlm.pipeline import Pipeline
+            from segvlm.tracking import Pipeline
 
             self._pipeline = Pipeline.from_preset(self.preset, device=self.device)
         return self._pipeline
@@ -66,13 +66,17 @@ def load_labeler(spec: str, **kwargs: Any) -> Labeler:
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"labeler {spec!r} must look like 'package.module:attr', e.g. "
-                         "'segvlm.data.testing:SyntheticLabeler'")
+        raise ValueError(
+            f"labeler {spec!r} must look like 'package.module:attr', e.g. "
+            "'segvlm.data.testing:SyntheticLabeler'"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"cannot import {module_name!r} for labeler {spec!r} ({error}); "
-                         "check it is installed or on PYTHONPATH") from error
+        raise ValueError(
+            f"cannot import {module_name!r} for labeler {spec!r} ({error}); "
+            "check it is installed or on PYTHONPATH"
+        ) from error
     try:
         target = getattr(module, attr)
     except AttributeError:

@@ -87,13 +87,23 @@ def rows_from_segmentation(
                 region_from_object(obj, caption_templates, key)
                 for obj in sorted(found.objects, key=lambda o: o.track_id)
             ]
-            rows.append(Row(image=data, source=source, frame_index=frame.index, width=width, height=height,
-                            timestamp=found.timestamp if found.timestamp is not None else frame.timestamp,
-                            regions=regions))
+            rows.append(
+                Row(
+                    image=data,
+                    source=source,
+                    frame_index=frame.index,
+                    width=width,
+                    height=height,
+                    timestamp=found.timestamp if found.timestamp is not None else frame.timestamp,
+                    regions=regions,
+                )
+            )
             if len(rows) == len(wanted):
                 break
     missing = sorted(set(wanted) - {row.frame_index for row in rows})
     if missing:
-        raise ValueError(f"{source}: the labeler returned frames {missing[:5]} that decoding the file does not "
-                         f"give (stride={stride}, max_frames={max_frames}); frame indices must be source indices")
+        raise ValueError(
+            f"{source}: the labeler returned frames {missing[:5]} that decoding the file does not "
+            f"give (stride={stride}, max_frames={max_frames}); frame indices must be source indices"
+        )
     return rows

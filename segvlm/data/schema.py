@@ -1,7 +1,8 @@
 """The row schema shared by the dataset builder, the importers and the COCO exporter.
 
 One row is one image or one sampled video frame; its ``regions`` are the objects in it. Masks stay COCO
-RLE strings (small, any frame size) and are decoded only when read (see :func:`segvlm.data.with_decoded_masks`).
+RLE strings (small, any frame size) and are decoded only when read
+(see :func:`segvlm.data.with_decoded_masks`).
 
 Conventions, written into every dataset card:
     * ``bbox_xyxy`` is ``[x0, y0, x1, y1]`` in pixels of the stored image, float32, corners not centres;

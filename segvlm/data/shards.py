@@ -96,8 +96,10 @@ def read_unit_record(path: Path) -> UnitRecord:
         return UnitRecord.from_json(path.read_text())
     metadata = pq.read_schema(path).metadata or {}
     if RECORD_KEY not in metadata:
-        raise ValueError(f"{path} has no segvlm unit record in its footer; it was not written by the builder. "
-                         "Delete it and run the build again to redo that unit")
+        raise ValueError(
+            f"{path} has no segvlm unit record in its footer; it was not written by the builder. "
+            "Delete it and run the build again to redo that unit"
+        )
     return UnitRecord.from_json(metadata[RECORD_KEY].decode())
 
 
@@ -122,6 +124,7 @@ class UnitRecord:
         errors: inputs of this unit that were skipped, with the reason.
         meta: the labeler's provenance (models, thresholds) from the first labelled item, if any.
         seconds: wall time spent on the unit.
+        finished_at: when the unit's output was complete (``time.time()`` on the worker).
     """
 
     key: str
@@ -131,6 +134,7 @@ class UnitRecord:
     errors: list[ItemError] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    finished_at: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)

@@ -31,7 +31,9 @@ def draw_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
     return frame
 
 
-def write_test_video(path: str | Path, frames: int = 8, height: int = 48, width: int = 64, fps: int = 8) -> Path:
+def write_test_video(
+    path: str | Path, frames: int = 8, height: int = 48, width: int = 64, fps: int = 8
+) -> Path:
     """Write an mp4 (libx264, near-lossless) of :func:`draw_frame` frames with PyAV; returns the path."""
     import av
 
@@ -106,15 +108,47 @@ class SyntheticLabeler:
                 if not mask.any():
                     continue
                 rle = RLE.encode(mask)
-                objects.append(ObjectMask(track_id=k + 1, label=phrase, phrase=phrase, score=0.9,
-                                          box_xyxy=rle.bbox_xyxy(), rle=rle))
-            results.append(FrameResult(frame_index=frame.index, height=height, width=width,
-                                       timestamp=frame.timestamp, objects=objects))
+                objects.append(
+                    ObjectMask(
+                        track_id=k + 1,
+                        label=phrase,
+                        phrase=phrase,
+                        score=0.9,
+                        box_xyxy=rle.bbox_xyxy(),
+                        rle=rle,
+                    )
+                )
+            results.append(
+                FrameResult(
+                    frame_index=frame.index,
+                    height=height,
+                    width=width,
+                    timestamp=frame.timestamp,
+                    objects=objects,
+                )
+            )
         meta = frames.meta
         return VideoSegmentation(
-            info=VideoInfo(source=str(source), height=meta.height, width=meta.width, fps=meta.fps, stride=stride),
+            info=VideoInfo(
+                source=str(source), height=meta.height, width=meta.width, fps=meta.fps, stride=stride
+            ),
             query=query if isinstance(query, str) else ", ".join(query),
             phrases=phrases,
             frames=results,
             meta={"labeler": self.name, "thresholds": {"channel_on": 127, "channel_off": 128}},
         )
+
+
+@dataclass
+class SlowSyntheticLabeler(SyntheticLabeler):
+    """:class:`SyntheticLabeler` that sleeps 50 ms per frame: slow enough to interrupt a build mid-way."""
+
+    seconds_per_frame: float = 0.05
+
+
+@dataclass
+class BusySyntheticLabeler(SyntheticLabeler):
+    """:class:`SyntheticLabeler` that burns 50 ms of CPU per frame: a model stand-in for scaling benchmarks."""
+
+    seconds_per_frame: float = 0.05
+    busy: bool = True

@@ -38,6 +38,8 @@ def with_decoded_masks(ds: datasets.Dataset) -> datasets.Dataset:
     """
     missing = {"regions", "height", "width"} - set(ds.column_names)
     if missing:
-        raise ValueError(f"dataset lacks columns {sorted(missing)}; with_decoded_masks needs a segvlm dataset "
-                         "(build_dataset or an importer) with regions, height and width")
+        raise ValueError(
+            f"dataset lacks columns {sorted(missing)}; with_decoded_masks needs a segvlm dataset "
+            "(build_dataset or an importer) with regions, height and width"
+        )
     return ds.with_transform(_decode_batch)

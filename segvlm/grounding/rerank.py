@@ -61,7 +61,8 @@ class ClipReranker:
         phrases = list(dict.fromkeys(labels))
         with torch.inference_mode():
             image_features = self.model.encode_image(crops.to(self.device))  # (N, D)
-            text_features = self.model.encode_text(self.tokenizer([f"a photo of a {p}" for p in phrases]).to(self.device))
+            tokens = self.tokenizer([f"a photo of a {phrase}" for phrase in phrases]).to(self.device)
+            text_features = self.model.encode_text(tokens)  # (P, D)
             image_features = image_features / image_features.norm(dim=-1, keepdim=True)
             text_features = text_features / text_features.norm(dim=-1, keepdim=True)  # (P, D)
             cosine = image_features @ text_features.T  # (N, P)

@@ -40,7 +40,30 @@ _EXPORTS = {
     "layout_for": "segvlm.masktok.layouts",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CoordinateFormat",
+    "GenericBoxFormat",
+    "Kosmos2PatchFormat",
+    "MaskEncoderPrompt",
+    "MaskPooledTokenizer",
+    "MaskTokenizer",
+    "MaskTokens",
+    "PaliGemmaLocFormat",
+    "ParsedRegion",
+    "Qwen25VLBoxFormat",
+    "Qwen2VLBoxFormat",
+    "SetOfMarkTokenizer",
+    "TextMaskTokenizer",
+    "VisionLayout",
+    "draw_marks",
+    "layout_for",
+    "load_mask_tokenizer",
+    "make_mask_tokenizer",
+    "mask_to_polygon",
+    "polygon_to_mask",
+    "region_masks",
+    "splice_regions",
+]
 
 if TYPE_CHECKING:
     from segvlm.masktok.base import (

@@ -62,23 +62,23 @@ class MaskTokens:
 def splice_regions(prompt: str, region_texts: Sequence[str]) -> str:
     """Put region texts into a prompt.
 
-    ``{region1}``, ``{region2}``... in the prompt are replaced by the text of that region (1-based). When
-    the prompt names no region, a line ``"Region 1: ...; Region 2: ...."`` is put in front of it, so every
+    ``{region1}``, ``{region2}``... in the prompt are replaced by the text of that region (1-based). Regions
+    the prompt does not name are listed in a line in front (``"Region 2: ...; Region 3: ...."``), so every
     region reaches the model.
     """
-    refs = [int(m) for m in _REF.findall(prompt)]
-    for ref in refs:
+    refs = {int(m) for m in _REF.findall(prompt)}
+    for ref in sorted(refs):
         if not 1 <= ref <= len(region_texts):
             raise ValueError(
                 f"prompt refers to {{region{ref}}} but only {len(region_texts)} regions were given; "
                 "use {region1}..{regionN} for N regions"
             )
-    if refs:
-        return _REF.sub(lambda m: region_texts[int(m.group(1)) - 1], prompt)
-    if not region_texts:
-        return prompt
-    listing = "; ".join(f"Region {k + 1}: {text}" for k, text in enumerate(region_texts))
-    return f"{listing}.\n{prompt}"
+    body = _REF.sub(lambda m: region_texts[int(m.group(1)) - 1], prompt)
+    rest = [k for k in range(len(region_texts)) if k + 1 not in refs]
+    if not rest:
+        return body
+    listing = "; ".join(f"Region {k + 1}: {region_texts[k]}" for k in rest)
+    return f"{listing}.\n{body}"
 
 
 class MaskTokenizer:

@@ -48,9 +48,9 @@ class MaskEncoderPrompt(MaskTokenizer, nn.Module):
         """Build the zero conv for this tower and hook it onto the patch embedding."""
         super().bind(vlm)
         layout = vlm.layout
-        self.conv = nn.Conv2d(1, layout.vision_width, layout.patch_size, stride=layout.patch_size)
+        # no bias: pixels outside every mask (and images without regions) add exactly nothing
+        self.conv = nn.Conv2d(1, layout.vision_width, layout.patch_size, stride=layout.patch_size, bias=False)
         nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
             self._pending_state = None

@@ -92,7 +92,8 @@ class MaskPooledTokenizer(MaskTokenizer, nn.Module):
         """Build the projectors for this VLM's widths and make sure the placeholder token exists."""
         super().bind(vlm)
         layout = vlm.layout
-        in_dim = len(self.feature_layers) * layout.vision_width if self.feature_source == "vision" else layout.text_width
+        vision = self.feature_source == "vision"
+        in_dim = len(self.feature_layers) * layout.vision_width if vision else layout.text_width
         self.feature_proj = zero_mlp(in_dim, layout.text_width)
         self.shape_proj = zero_mlp(self.shape_size**2 + 4, layout.text_width) if self.shape_token else None
         self.placeholder_id = vlm.ensure_token(self.placeholder)

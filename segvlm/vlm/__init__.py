@@ -15,17 +15,28 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "MaskAwareVLM": "segvlm.vlm.model",
     "VLMInputs": "segvlm.vlm.model",
-    "describe": "segvlm.vlm.describe",
-    "read_frame": "segvlm.vlm.describe",
     "VLMReferringReranker": "segvlm.vlm.rerank",
     "RerankChoice": "segvlm.vlm.rerank",
     "parse_choice": "segvlm.vlm.rerank",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "MaskAwareVLM",
+    "RerankChoice",
+    "VLMInputs",
+    "VLMReferringReranker",
+    "describe",
+    "parse_choice",
+    "read_frame",
+]
+
+# the function shares its module's name; bind it eagerly (the module is light) so the name is the function
+from segvlm.vlm import describe as _describe_module  # noqa: E402
+
+describe = _describe_module.describe
+read_frame = _describe_module.read_frame
 
 if TYPE_CHECKING:
-    from segvlm.vlm.describe import describe, read_frame
     from segvlm.vlm.model import MaskAwareVLM, VLMInputs
     from segvlm.vlm.rerank import RerankChoice, VLMReferringReranker, parse_choice
 

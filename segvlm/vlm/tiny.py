@@ -119,6 +119,7 @@ def _qwen_text(tok) -> dict:
         "vocab_size": len(tok),
         "max_position_embeddings": 2048,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "bos_token_id": None,
         "eos_token_id": tok.eos_token_id,
         "pad_token_id": tok.pad_token_id,
     }
@@ -255,3 +256,10 @@ BUILDERS = {
 def build(family: str, folder: str | Path) -> Path:
     """Build the tiny model of ``family`` (one of :data:`BUILDERS`) into ``folder``."""
     return BUILDERS[family](folder)
+
+
+def tiny_model_dir(family: str) -> Path:
+    """The folder of the tiny ``family`` model, built once into segvlm's cache (``tiny-random:<family>``)."""
+    from segvlm.tiny import resolve_model
+
+    return Path(resolve_model(f"tiny-random:{family.replace('_', '-')}"))
