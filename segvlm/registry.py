@@ -15,6 +15,7 @@ GROUNDERS: dict[str, str] = {
 SEGMENTERS: dict[str, str] = {
     "sam2": "segvlm.segmentation.sam2:Sam2VideoSegmenter",
     "edgetam": "segvlm.segmentation.sam2:EdgeTamVideoSegmenter",
+    "sam": "segvlm.segmentation.sam_image:SamImageSegmenter",
 }
 
 

@@ -136,6 +136,114 @@ def build_sam2(folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
+def build_sam2_hiera_tiny_arch(folder: Path) -> None:
+    """SAM 2.1 hiera-tiny architecture (38.9 M parameters) with seeded random weights, for benchmarks.
+
+    ``Sam2VideoConfig()`` defaults are the hiera-tiny shapes (backbone embed dim 96, blocks [1, 2, 7, 2],
+    heads [1, 2, 4, 8], global attention blocks [5, 7, 9], windows [8, 4, 14, 7], 1024x1024 input), so the
+    compute per frame is that of ``facebook/sam2.1-hiera-tiny``; only the weights are random.
+    """
+    import torch
+    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    torch.manual_seed(0)
+    model = Sam2VideoModel(Sam2VideoConfig()).eval()
+    with torch.no_grad():
+        # As in build_sam2: keep random-weight objects present so every frame yields a (meaningless) mask.
+        head = model.mask_decoder.pred_obj_score_head.proj_out
+        head.weight.mul_(0.1)
+        head.bias.fill_(4.0)
+    model.save_pretrained(folder)
+    processor = Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(), video_processor=Sam2VideoVideoProcessor(), target_size=1024
+    )
+    processor.save_pretrained(folder)
+
+
+def build_edgetam(folder: Path) -> None:
+    """EdgeTAM-shaped video model (timm RepViT backbone, perceiver memory) at 128 px, ~28 M parameters."""
+    import torch
+    from transformers import EdgeTamVideoConfig, EdgeTamVideoModel, Sam2ImageProcessor, Sam2VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    size = SAM2_IMAGE_SIZE
+    config = EdgeTamVideoConfig(
+        vision_config={
+            "backbone_feature_sizes": [[size // 4, size // 4], [size // 8, size // 8], [size // 16, size // 16]],
+            "fpn_hidden_size": 128,
+        },
+        image_size=size,
+        prompt_encoder_config={"image_size": size, "hidden_size": 128},
+        mask_decoder_config={"hidden_size": 128, "mlp_dim": 256, "iou_head_hidden_dim": 64},
+        memory_attention_hidden_size=128,
+        memory_attention_mlp_hidden_size=256,
+        memory_attention_num_layers=1,
+        memory_attention_rope_feat_sizes=[size // 16, size // 16],
+        memory_attention_rope_k_sizes=[size // 32, size // 32],
+        perceiver_resampler_num_layers=1,
+        perceiver_resampler_num_latents=64,
+        perceiver_resampler_num_latents_2d=16,
+        memory_encoder_hidden_size=128,
+        mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=256,
+    )
+    torch.manual_seed(0)
+    EdgeTamVideoModel(config).eval().save_pretrained(folder)
+    Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(
+            size={"height": size, "width": size}, mask_size={"height": size // 4, "width": size // 4}
+        ),
+        video_processor=Sam2VideoVideoProcessor(size={"height": size, "width": size}),
+        target_size=size,
+    ).save_pretrained(folder)
+
+
+def build_sam(folder: Path) -> None:
+    """SAM (v1)-shaped image model at 128 px, ~0.1 M parameters."""
+    import torch
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    size = SAM2_IMAGE_SIZE
+    config = SamConfig(
+        vision_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": size,
+            "patch_size": 16,
+            "output_channels": 32,
+            "global_attn_indexes": [1],
+            "mlp_dim": 64,
+            "window_size": 4,
+            "num_pos_feats": 16,
+        },
+        prompt_encoder_config={
+            "hidden_size": 32,
+            "image_size": size,
+            "patch_size": 16,
+            "image_embedding_size": size // 16,
+        },
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
+    )
+    torch.manual_seed(0)
+    SamModel(config).eval().save_pretrained(folder)
+    image_processor = SamImageProcessor(
+        size={"longest_edge": size},
+        pad_size={"height": size, "width": size},
+        mask_size={"longest_edge": size // 4},
+        mask_pad_size={"height": size // 4, "width": size // 4},
+    )
+    SamProcessor(image_processor=image_processor).save_pretrained(folder)
+
+
 def build_owlv2(folder: Path) -> None:
     """OWLv2-shaped open-vocabulary detector with CLIP's real tokenizer, ~1.7 M parameters (mostly embeddings)."""
     import torch
@@ -222,12 +330,21 @@ def build_grounding_dino(folder: Path) -> None:
     tokenizer = BertTokenizerFast(vocab={word: index for index, word in enumerate(words)})
     config = GroundingDinoConfig(
         backbone_config=SwinConfig(
-            image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
+            image_size=64,
+            patch_size=4,
+            embed_dim=8,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            window_size=4,
             out_features=["stage2", "stage3", "stage4"],
         ),
         text_config=BertConfig(
-            vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=64,
+            vocab_size=len(words),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
         ),
         d_model=32,
         encoder_layers=1,
@@ -266,7 +383,10 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "qwen2-5-vl": _vlm_builder("qwen2_5_vl"),
     "llava": _vlm_builder("llava"),
     "grounding-dino": build_grounding_dino,
+    "edgetam": build_edgetam,
+    "sam": build_sam,
     "sam2": build_sam2,
+    "sam2.1-hiera-tiny-arch": build_sam2_hiera_tiny_arch,
     "owlv2": build_owlv2,
     "clip": build_clip,
 }

@@ -176,3 +176,17 @@ def test_frames_of_another_size_are_refused(segmenter, frames):
     session.step(frames[0], [ObjectPrompt(1, box=BOXES[0])])
     with pytest.raises(ValueError, match="same size"):
         session.step(np.zeros((H + 2, W, 3), np.uint8))
+
+
+def test_edgetam_backend_tracks_through_the_same_session(frames):
+    from segvlm.registry import segmenter_class
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter
+
+    config = SegmenterConfig(name="edgetam", model="tiny-random:edgetam", dtype="float32")
+    segmenter = segmenter_class("edgetam").from_config(config)
+    assert isinstance(segmenter, EdgeTamVideoSegmenter)
+    assert type(segmenter.model).__name__ == "EdgeTamVideoModel"
+    session, outputs = run_session(segmenter, frames[:20], BOXES)
+    assert [o.obj_ids for o in outputs] == [[1, 2]] * 20
+    assert outputs[-1].masks.shape == (2, H, W)
+    assert len(session.session.processed_frames) == 1

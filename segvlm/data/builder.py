@@ -41,6 +41,7 @@ from segvlm.data.shards import (
 
 if TYPE_CHECKING:
     import datasets
+
     from segvlm.data.ray_job import RayOptions
 
 BUILD_FILE = "build.json"

@@ -25,6 +25,7 @@ from segvlm.masks import RLE
 
 if TYPE_CHECKING:
     import datasets
+
     from segvlm.types import VideoSegmentation
 
 

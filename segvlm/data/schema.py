@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from segvlm.masks import RLE
 
 if TYPE_CHECKING:
+    import datasets
     import pyarrow as pa
 
-    import datasets
     from segvlm.types import ObjectMask
 
 SCHEMA_VERSION = 1

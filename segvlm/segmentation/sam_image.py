@@ -1,0 +1,113 @@
+"""SAM (v1, ``facebook/sam-vit-base``): the single-image baseline that SAM 2 is compared against.
+
+SAM has no memory. On video this backend re-prompts every frame with each object's box from the previous
+frame (box propagation), which is exactly what a memory-equipped model improves on; on a single image it is
+plain promptable segmentation. It implements the same :class:`VideoSegmenter` interface, so the pipeline,
+exports and corrections work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from segvlm.config import SegmenterConfig
+from segvlm.devices import resolve_dtype
+from segvlm.masks import RLE
+from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
+from segvlm.tiny import resolve_model
+
+
+class SamImageSession(SegmenterSession):
+    """Per-frame SAM with each object's last box as its next prompt."""
+
+    def __init__(self, segmenter: SamImageSegmenter, height: int, width: int):
+        self.segmenter = segmenter
+        self.height, self.width = height, width
+        self.prompts: dict[int, ObjectPrompt] = {}
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.prompts)
+
+    def step(self, image: np.ndarray, prompts: Sequence[ObjectPrompt] = (), pixel_values=None) -> FrameMasks:
+        for prompt in prompts:
+            if prompt.mask is not None:  # SAM takes boxes and points; a mask becomes its box
+                prompt = ObjectPrompt(prompt.obj_id, box=RLE.encode(prompt.mask).bbox_xyxy())
+            self.prompts[prompt.obj_id] = prompt
+        if not self.prompts:
+            return FrameMasks.empty(self.height, self.width)
+        ids = list(self.prompts)
+        masks, scores = self.segmenter.segment(image, [self.prompts[i] for i in ids])
+        for obj_id, mask in zip(ids, masks):
+            if mask.any():  # the next frame is prompted with this frame's box; a lost object keeps its last box
+                self.prompts[obj_id] = ObjectPrompt(obj_id, box=RLE.encode(mask).bbox_xyxy())
+        return FrameMasks(ids, masks, scores)
+
+    def remove_objects(self, obj_ids: Sequence[int]) -> None:
+        for obj_id in obj_ids:
+            self.prompts.pop(obj_id, None)
+
+    def state_size(self) -> int:
+        return len(self.prompts)
+
+
+class SamImageSegmenter(VideoSegmenter):
+    """SAM v1 through transformers (``SamModel``); hub ids or local folders."""
+
+    def __init__(self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None):
+        self.model = model
+        self.processor = processor
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+
+    @classmethod
+    def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> SamImageSegmenter:
+        from transformers import SamModel, SamProcessor
+
+        dtype = resolve_dtype(config.dtype, device)
+        path = resolve_model(config.model)
+        model = SamModel.from_pretrained(path, dtype=dtype).to(device).eval()
+        return cls(model, SamProcessor.from_pretrained(path), config, device, dtype)
+
+    def start(self, height: int, width: int) -> SamImageSession:
+        return SamImageSession(self, height, width)
+
+    def segment(self, image: np.ndarray, prompts: Sequence[ObjectPrompt]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W) masks and (N,) predicted IoU scores for one prompt per object, one at a time.
+
+        Objects are decoded separately because their prompts may mix boxes and clicks; the image embedding is
+        computed once and shared.
+        """
+        import torch
+
+        height, width = image.shape[:2]
+        inputs = self.processor(images=image, return_tensors="pt").to(self.device)
+        masks, scores = [], []
+        with torch.inference_mode():
+            embeddings = self.model.get_image_embeddings(inputs.pixel_values.to(self.dtype))
+            for prompt in prompts:
+                kwargs = {}
+                if prompt.box is not None:
+                    kwargs["input_boxes"] = [[list(map(float, prompt.box))]]
+                if prompt.points:
+                    kwargs["input_points"] = [[[list(map(float, p)) for p in prompt.points]]]
+                    kwargs["input_labels"] = [[list(map(int, prompt.labels))]]
+                encoded = self.processor(images=image, return_tensors="pt", **kwargs).to(self.device)
+                encoded.pop("pixel_values")
+                output = self.model(
+                    image_embeddings=embeddings,
+                    multimask_output=False,
+                    **{key: value for key, value in encoded.items() if key.startswith("input_")},
+                )
+                mask = self.processor.post_process_masks(
+                    output.pred_masks.float().cpu(),
+                    encoded["original_sizes"].cpu(),
+                    encoded["reshaped_input_sizes"].cpu(),
+                    mask_threshold=self.config.mask_threshold,
+                )[0]  # (1, 1, H, W) bool
+                masks.append(mask[0, 0].numpy().astype(bool))
+                scores.append(float(output.iou_scores.float().reshape(-1)[0]))
+        return np.stack(masks).reshape(-1, height, width), np.asarray(scores, dtype=np.float32)
