@@ -154,3 +154,14 @@ def test_video_cut_mid_stream_yields_the_frames_before_the_cut_then_names_the_fr
             frames.append(frame)
     assert 0 < len(frames) < 20
     assert error.value.frames_read == len(frames)
+
+
+def test_container_with_zero_frames(tmp_path):
+    import av
+
+    with av.open(str(tmp_path / "none.mkv"), "w") as container:  # a header and a video stream, no frames
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 32
+        container.start_encoding()
+    with pytest.raises(VideoReadError, match="zero decodable frames|truncated or corrupt"):
+        list(read_frames(tmp_path / "none.mkv"))
