@@ -6,13 +6,16 @@ it, and writes it with ``save_pretrained`` (plus its processor); afterwards the 
 backends then load it with ``from_pretrained(folder)``, exactly as they load a hub id, so a smoke test
 exercises the real loading code. The weights are random: masks and boxes are meaningless.
 
-Folders live under ``$SEGVLM_CACHE`` (default ``~/.cache/segvlm``), in ``tiny-random/<kind>-v<N>``.
+Folders live under ``$SEGVLM_CACHE`` (default ``~/.cache/segvlm``), in ``tiny-random/<kind>-<digest>``, the
+digest covering the builders' code and the transformers version.
 Builds write to a temporary folder and rename it into place, so concurrent workers never see half a model.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +26,6 @@ from pathlib import Path
 from segvlm.errors import UnknownBackendError
 
 PREFIX = "tiny-random:"
-_VERSION = 1
 SAM2_IMAGE_SIZE = 128  # the tiny SAM 2 works at 128x128 instead of 1024x1024
 OWLV2_IMAGE_SIZE = 96
 
@@ -43,7 +45,7 @@ def resolve_model(model: str) -> str:
     kind = model[len(PREFIX) :]
     if kind not in BUILDERS:
         raise UnknownBackendError(f"unknown tiny model {model!r}; known: {[PREFIX + k for k in sorted(BUILDERS)]}")
-    folder = cache_dir() / "tiny-random" / f"{kind}-v{_VERSION}"
+    folder = cache_dir() / "tiny-random" / f"{kind}-{_builders_digest()}"
     if not (folder / ".complete").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=folder.parent))
@@ -59,6 +61,20 @@ def resolve_model(model: str) -> str:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return str(folder)
+
+
+@functools.cache
+def _builders_digest() -> str:
+    """A digest of the builders' source and the transformers version: editing a builder (or upgrading
+    transformers) gives new folder names, so a cache never serves a model built by older code."""
+    import transformers
+
+    from segvlm.vlm import tiny as vlm_tiny
+
+    digest = hashlib.sha1(transformers.__version__.encode())
+    for module_file in (__file__, vlm_tiny.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
