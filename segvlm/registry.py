@@ -16,6 +16,7 @@ SEGMENTERS: dict[str, str] = {
     "sam2": "segvlm.segmentation.sam2:Sam2VideoSegmenter",
     "edgetam": "segvlm.segmentation.sam2:EdgeTamVideoSegmenter",
     "sam": "segvlm.segmentation.sam_image:SamImageSegmenter",
+    "sam3": "segvlm.segmentation.sam3:Sam3VideoSegmenter",  # text-native: replaces the grounder too
 }
 
 

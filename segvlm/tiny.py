@@ -28,6 +28,8 @@ from segvlm.errors import UnknownBackendError
 PREFIX = "tiny-random:"
 SAM2_IMAGE_SIZE = 128  # the tiny SAM 2 works at 128x128 instead of 1024x1024
 OWLV2_IMAGE_SIZE = 96
+SAM3_IMAGE_SIZE = 112  # the tiny SAM 3 works at 112x112 (8x8 patches of 14 px) instead of 1008x1008
+SAM3_ANCHOR_PHRASES = ("object", "nothing")  # the tiny SAM 3 detects the first phrase everywhere, the second nowhere
 
 
 def cache_dir() -> Path:
@@ -381,6 +383,149 @@ def build_grounding_dino(folder: Path) -> None:
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
 
 
+def build_sam3(folder: Path) -> None:
+    """SAM 3-shaped text-prompted video model (detector + tracker + CLIP text encoder) at 112 px, ~4.4 M parameters.
+
+    With random weights SAM 3's detector scores every phrase about the same, so its scoring head is rewired to
+    make the tiny model's output depend on the text in a known way: every query's logit is one fixed linear
+    function of the pooled text features, placed so that ``SAM3_ANCHOR_PHRASES[0]`` ("object") scores +8 and
+    ``SAM3_ANCHOR_PHRASES[1]`` ("nothing") scores -8. So "object" is found in every frame and "nothing" never;
+    other phrases fall on either side. The presence head is fixed at "present" and the tracker's object-score
+    head biased positive (as in :func:`build_sam2`) so tracked objects stay visible. Masks are meaningless.
+    """
+    import torch
+    from transformers import CLIPTokenizer, Sam3ImageProcessor, Sam3VideoConfig, Sam3VideoModel, Sam3VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    size, patch = SAM3_IMAGE_SIZE, 14
+    # FPN, DETR and tracker width: the tracker's memory cross-attention is fixed at 64 channels, and its object
+    # pointers are split into 64-channel tokens, which transformers only supports for widths above 64.
+    width = 128
+    grid = size // patch  # 8x8 vision tokens
+    feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
+    vision = {
+        "model_type": "sam3_vision_model",
+        "backbone_config": {
+            "model_type": "sam3_vit_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": size,
+            "patch_size": patch,
+            "pretrain_image_size": size,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+        },
+        "fpn_hidden_size": width,
+        "backbone_feature_sizes": feature_sizes,
+    }
+    small = {"hidden_size": width, "num_attention_heads": 2, "intermediate_size": 64}
+    config = Sam3VideoConfig(
+        detector_config={
+            "vision_config": vision,
+            "text_config": {
+                "model_type": "clip_text_model",
+                "vocab_size": 49408,  # CLIP's BPE vocabulary (the embedding table is most of the text encoder)
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "projection_dim": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 32,  # Sam3VideoProcessor pads prompts to 32 tokens
+            },
+            "geometry_encoder_config": {**small, "num_layers": 1, "roi_size": 1},  # box prompts are unused here
+            "detr_encoder_config": {**small, "num_layers": 1},
+            "detr_decoder_config": {**small, "num_layers": 1, "num_queries": 4},
+            "mask_decoder_config": {"hidden_size": width, "num_attention_heads": 2},
+        },
+        tracker_config={
+            "vision_config": vision,
+            "prompt_encoder_config": {"hidden_size": width, "image_size": size, "patch_size": patch},
+            "mask_decoder_config": {
+                "hidden_size": width,
+                "mlp_dim": 64,
+                "num_attention_heads": 2,
+                "iou_head_hidden_dim": 16,
+            },
+            "memory_attention_hidden_size": width,
+            "memory_attention_num_layers": 1,
+            "memory_attention_feed_forward_hidden_size": 64,
+            "memory_attention_rope_feat_sizes": [grid, grid],
+            "memory_encoder_hidden_size": width,
+            "memory_encoder_output_channels": 64,
+            "mask_downsampler_embed_dim": width,
+            "memory_fuser_embed_dim": width,
+            "memory_fuser_intermediate_dim": 64,
+            "num_maskmem": 3,  # a short memory (facebook/sam3: 7 frames, 16 object pointers) keeps state tests quick
+            "max_object_pointers_in_encoder": 4,
+            "image_size": size,
+        },
+        low_res_mask_size=4 * grid,
+    )
+    torch.manual_seed(0)
+    model = Sam3VideoModel(config).eval()
+    vocab, merges = clip_bpe_vocab()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=32)
+    processor = Sam3VideoProcessor(
+        image_processor=Sam3ImageProcessor(
+            size={"height": size, "width": size}, mask_size={"height": 4 * grid, "width": 4 * grid}
+        ),
+        video_processor=Sam2VideoVideoProcessor(size={"height": size, "width": size}),
+        tokenizer=tokenizer,
+        target_size=size,
+    )
+    _wire_tiny_sam3_scoring(model, processor)
+    with torch.no_grad():
+        head = model.tracker_model.mask_decoder.pred_obj_score_head.proj_out
+        head.weight.mul_(0.1)
+        head.bias.fill_(4.0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _wire_tiny_sam3_scoring(model, processor, margin: float = 8.0) -> None:
+    """Make the detector's logit ``margin * s(text)``, with s(found anchor) = 1 and s(empty anchor) = -1.
+
+    Queries project to a constant unit vector ``v`` and the pooled text ``p`` to ``v * gain * (u . p + b)`` with
+    ``u`` the difference of the two anchors' pooled features, so the dot-product score is the same for every
+    query and linear in ``p``. The presence logit is pinned high, so the detector's probability is sigmoid(score).
+    """
+    import numpy as np
+    import torch
+
+    detector = model.detector_model
+    scoring = detector.dot_product_scoring
+    pooled: list = []
+    hook = scoring.text_proj.register_forward_hook(lambda module, args, output: pooled.append(args[0][0].clone()))
+    image = np.full((SAM3_IMAGE_SIZE, SAM3_IMAGE_SIZE, 3), 128, dtype=np.uint8)
+    with torch.no_grad():
+        pixel_values = processor(images=image, return_tensors="pt").pixel_values  # (1, 3, S, S)
+        vision_embeds = detector.get_vision_features(pixel_values=pixel_values)
+        for phrase in SAM3_ANCHOR_PHRASES:
+            encoded = processor.tokenizer(phrase, return_tensors="pt", padding="max_length", max_length=32)
+            text_embeds = detector.get_text_features(
+                input_ids=encoded.input_ids, attention_mask=encoded.attention_mask, return_dict=True
+            )
+            detector(vision_embeds=vision_embeds, text_embeds=text_embeds, attention_mask=encoded.attention_mask)
+    hook.remove()
+    found, empty = pooled  # (D,) pooled text features of each anchor
+    direction = found - empty  # (D,)
+    offset = -float(direction @ (found + empty)) / 2
+    half_gap = float(direction @ (found - empty)) / 2  # s(found) - s(empty) = 2 * half_gap before scaling
+    width = direction.shape[0]
+    unit = torch.full((width,), width**-0.5)  # (D,) |unit| = 1
+    gain = margin / (half_gap * scoring.scale)
+    with torch.no_grad():
+        scoring.query_proj.weight.zero_()
+        scoring.query_proj.bias.copy_(unit)
+        scoring.text_proj.weight.copy_(gain * torch.outer(unit, direction))  # (D, D)
+        scoring.text_proj.bias.copy_(gain * offset * unit)
+        presence = detector.detr_decoder.presence_head.layer3
+        presence.weight.zero_()
+        presence.bias.fill_(10.0)
+
+
 def _vlm_builder(family: str) -> Callable[[Path], None]:
     """A builder for a tiny VLM of ``family`` (see ``segvlm.vlm.tiny``), imported only when used."""
 
@@ -403,6 +548,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "sam": build_sam,
     "sam2": build_sam2,
     "sam2.1-hiera-tiny-arch": build_sam2_hiera_tiny_arch,
+    "sam3": build_sam3,
     "owlv2": build_owlv2,
     "clip": build_clip,
 }

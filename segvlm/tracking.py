@@ -194,6 +194,45 @@ class _Tracker:
             target.objects = sorted([*target.objects, obj], key=lambda o: o.track_id)
 
 
+@dataclass
+class _TextNativeTracker:
+    """The per-video loop for a segmenter that finds objects from text itself (SAM 3): no grounder, no policy.
+
+    The segmenter detects, tracks and numbers objects; each frame's output becomes a :class:`FrameResult`
+    with ``track_id`` = the segmenter's object id + 1 (segvlm's track ids start at 1, SAM 3's at 0), ``label``
+    = the phrase that found the object, ``phrase`` = the full query, and the box taken from the mask. Masks
+    smaller than ``tracking.min_mask_area`` count as not visible, as in :class:`_Tracker`.
+    """
+
+    pipeline: Pipeline
+    phrases: tuple[str, ...]
+    query: str
+    height: int
+    width: int
+    session: Any = None
+    tracks: dict[int, str] = field(default_factory=dict)  # track id -> label, every object seen so far
+    frames: list[FrameResult] = field(default_factory=list)
+
+    def process(self, position: int, frame: Frame, pixel_values: Any) -> FrameResult:
+        if self.session is None:
+            self.session = self.pipeline.segmenter.start_text(self.height, self.width, list(self.phrases))
+        output = self.session.step(frame.image, pixel_values=pixel_values)
+        min_area = self.pipeline.config.tracking.min_mask_area
+        objects = []
+        for obj_id, label, mask, score in zip(output.obj_ids, output.labels, output.masks, output.scores):
+            if mask.sum() < min_area:
+                continue
+            track_id = obj_id + 1
+            self.tracks.setdefault(track_id, label)
+            rle = RLE.encode(mask)
+            objects.append(ObjectMask(track_id, label, self.query, float(score), rle.bbox_xyxy(), rle))
+        result = FrameResult(
+            frame.index, self.height, self.width, frame.timestamp, sorted(objects, key=lambda o: o.track_id)
+        )
+        self.frames.append(result)
+        return result
+
+
 class Pipeline:
     """Grounder + segmenter + tracking policy, with models loaded once and reused across calls.
 
@@ -292,7 +331,8 @@ class Pipeline:
             phrases=list(parsed.phrases),
             meta=self._provenance(max_frames),
         )
-        tracker = _Tracker(self, parsed.phrases, parsed.text, meta.height, meta.width)
+        tracker_class = _TextNativeTracker if getattr(self.segmenter, "text_native", False) else _Tracker
+        tracker = tracker_class(self, parsed.phrases, parsed.text, meta.height, meta.width)
         started = time.perf_counter()
         try:
             for position, (frame, pixel_values) in enumerate(self._frames(source)):

@@ -1,0 +1,212 @@
+"""SAM 3 (``facebook/sam3``): text-prompted video segmentation that replaces the grounder + segmenter pair.
+
+SAM 3's video model detects every instance of each text phrase on every frame and tracks them with a
+SAM 2-style memory, assigning its own object ids. The pipeline therefore skips its grounder for a segmenter
+marked ``text_native``: :meth:`Sam3VideoSegmenter.start_text` opens a session for the query's phrases and
+``session.step(image)`` returns every object SAM 3 sees in that frame (:class:`TextFrameMasks`).
+
+The session follows transformers' documented streaming loop (``init_video_session`` without a video,
+``add_text_prompt``, then ``model(inference_session=..., frame=pixel_values)`` and
+``processor.postprocess_outputs`` per frame) and bounds its state, which transformers lets grow per frame:
+
+* pixels: only the current frame's tensor is kept. The frame table still reports the number of frames
+  added, because SAM 3's tracker reads that count (it caps the object pointers it attends to with it);
+* tracker outputs: non-conditioning outputs older than ``max(num_maskmem, max_object_pointers_in_encoder)``
+  frames are dropped (the memory never reads them). Conditioning outputs (frames where an object was added or
+  re-conditioned by a high-confidence detection) are kept for the newest ``max_cond_frame_num`` of them and
+  for any inside that window. transformers reads object pointers from *every* conditioning frame, so after
+  an object has been re-conditioned more than ``max_cond_frame_num`` times (every
+  ``recondition_every_nth_frame`` = 16 frames at most, so not before ~64 frames) its masks can differ slightly
+  from transformers' unbounded loop; before that they are identical;
+* per-frame bookkeeping (frame-wise tracker scores, suppressed ids, per-frame "tracked"/mask-input tables,
+  hot-start match histories that streaming mode never reads) is dropped once the frame is done.
+
+Objects that leave the scene stay in SAM 3's session (transformers' streaming mode never removes them), so
+compute grows with the number of distinct objects seen, not with video length.
+
+Masks are binarised by the processor (logit > 0); ``SegmenterConfig.mask_threshold`` does not apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from segvlm.config import SegmenterConfig
+from segvlm.devices import resolve_dtype
+from segvlm.tiny import resolve_model
+
+
+@dataclass
+class TextFrameMasks:
+    """SAM 3's output for one frame.
+
+    Attributes:
+        obj_ids: SAM 3's object ids (0, 1, ...; stable across frames), ascending.
+        labels: for each object, the phrase that found it.
+        masks: (N, H, W) boolean masks at original frame size.
+        scores: (N,) detection probability of each object (from the frame where it was found).
+    """
+
+    obj_ids: list[int]
+    labels: list[str]
+    masks: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> TextFrameMasks:
+        return cls([], [], np.zeros((0, height, width), dtype=bool), np.zeros((0,), dtype=np.float32))
+
+
+class _FrameTable(dict):
+    """The session's frame table: holds the pixels of recent frames but reports how many frames were added.
+
+    SAM 3's tracker reads ``len(processed_frames)`` as the video length (it bounds the object pointers it
+    uses), so dropping old pixels must not change that number.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames_added = 0
+
+    def __setitem__(self, frame_idx: int, pixel_values) -> None:
+        super().__setitem__(frame_idx, pixel_values)
+        self.frames_added = max(self.frames_added, frame_idx + 1)
+
+    def __len__(self) -> int:
+        return self.frames_added
+
+    def stored(self) -> int:
+        """Number of frames whose pixels are actually held."""
+        return dict.__len__(self)
+
+
+class Sam3TextSession:
+    """A streaming SAM 3 session for a fixed set of phrases. Create it with :meth:`Sam3VideoSegmenter.start_text`."""
+
+    def __init__(self, segmenter: Sam3VideoSegmenter, height: int, width: int, phrases: Sequence[str]):
+        if not phrases:
+            raise ValueError("SAM 3 needs at least one phrase to look for")
+        self.segmenter = segmenter
+        self.height, self.width = height, width
+        self.phrases = list(dict.fromkeys(phrases))
+        self.position = -1  # index of the last processed frame in the session
+        processor = segmenter.processor
+        self.session = processor.init_video_session(inference_device=segmenter.device, dtype=segmenter.dtype)
+        self.session.processed_frames = _FrameTable()
+        processor.add_text_prompt(inference_session=self.session, text=self.phrases)
+        tracker = segmenter.model.config.tracker_config
+        self.window = max(tracker.num_maskmem, tracker.max_object_pointers_in_encoder) + 1
+        self.max_cond_frames = tracker.max_cond_frame_num
+
+    @property
+    def obj_ids(self) -> list[int]:
+        """Ids SAM 3 currently tracks (including ones not visible in the last frame)."""
+        return list(self.session.obj_ids)
+
+    def step(self, image: np.ndarray, pixel_values=None) -> TextFrameMasks:
+        """Add the next frame ((H, W, 3) uint8 RGB) and return every object SAM 3 sees in it.
+
+        ``pixel_values`` may carry :meth:`Sam3VideoSegmenter.preprocess` output computed ahead of time.
+        """
+        import torch
+
+        if image.shape[:2] != (self.height, self.width):
+            raise ValueError(
+                f"frame of size {image.shape[:2]} in a session for {(self.height, self.width)}; all frames of a "
+                "video must have the same size"
+            )
+        self.position += 1
+        if pixel_values is None:
+            pixel_values = self.segmenter.preprocess(image)  # (1, 3, S, S)
+        session = self.session
+        with torch.inference_mode():
+            output = self.segmenter.model(inference_session=session, frame=pixel_values[0], frame_idx=self.position)
+            post = self.segmenter.processor.postprocess_outputs(
+                session, output, original_sizes=[[self.height, self.width]]
+            )
+        obj_ids = [int(obj_id) for obj_id in post["object_ids"].tolist()]
+        labels = [session.prompts[session.obj_id_to_prompt_id[obj_id]] for obj_id in obj_ids]
+        masks = post["masks"].cpu().numpy().astype(bool)  # (N, H, W)
+        scores = post["scores"].float().cpu().numpy().reshape(-1)  # (N,)
+        self._prune()
+        return TextFrameMasks(obj_ids, labels, masks, scores)
+
+    def _prune(self) -> None:
+        """Drop per-frame state that later frames never read (see the module docstring)."""
+        session, position = self.session, self.position
+        oldest = position - self.window
+        frames = session.processed_frames
+        for index in [index for index in dict.keys(frames) if index < position]:
+            dict.__delitem__(frames, index)
+        for outputs in session.output_dict_per_obj.values():
+            for index in [index for index in outputs["non_cond_frame_outputs"] if index < oldest]:
+                del outputs["non_cond_frame_outputs"][index]
+            conditioning = outputs["cond_frame_outputs"]
+            newest = sorted(conditioning, reverse=True)[: self.max_cond_frames]
+            for index in [index for index in conditioning if index < oldest and index not in newest]:
+                del conditioning[index]
+        for table in (session.frames_tracked_per_obj, session.mask_inputs_per_obj, session.point_inputs_per_obj):
+            for per_obj in table.values():
+                for index in [index for index in per_obj if index < position]:
+                    del per_obj[index]
+        for table in (session.obj_id_to_tracker_score_frame_wise, session.suppressed_obj_ids):
+            for index in [index for index in table if index < position]:
+                del table[index]
+        # Streaming mode only appends to these hot-start histories and never reads them.
+        session.unmatched_frame_inds.clear()
+        session.overlap_pair_to_frame_inds.clear()
+
+    def state_size(self) -> int:
+        """Number of per-frame entries held in the session (bounded per object by the memory window)."""
+        session = self.session
+        outputs = sum(
+            len(per_obj["cond_frame_outputs"]) + len(per_obj["non_cond_frame_outputs"])
+            for per_obj in session.output_dict_per_obj.values()
+        )
+        tables = (session.frames_tracked_per_obj, session.mask_inputs_per_obj, session.point_inputs_per_obj)
+        per_obj_frames = sum(len(per_obj) for table in tables for per_obj in table.values())
+        per_frame = len(session.obj_id_to_tracker_score_frame_wise) + len(session.suppressed_obj_ids)
+        histories = sum(map(len, session.unmatched_frame_inds.values()))
+        histories += sum(map(len, session.overlap_pair_to_frame_inds.values()))
+        return session.processed_frames.stored() + outputs + per_obj_frames + per_frame + histories
+
+
+class Sam3VideoSegmenter:
+    """SAM 3 video (``facebook/sam3``) via transformers' ``Sam3VideoModel``: text in, tracked masks out.
+
+    ``text_native`` tells :class:`segvlm.tracking.Pipeline` to skip its grounder and take objects, ids and
+    labels from SAM 3 itself.
+    """
+
+    text_native = True
+
+    def __init__(self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None):
+        import torch
+
+        self.model = model
+        self.processor = processor
+        self.config = config
+        self.device = device
+        self.dtype = dtype or torch.float32
+
+    @classmethod
+    def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> Sam3VideoSegmenter:
+        from transformers import Sam3VideoModel, Sam3VideoProcessor
+
+        dtype = resolve_dtype(config.dtype, device)
+        path = resolve_model(config.model)
+        model = Sam3VideoModel.from_pretrained(path, dtype=dtype).to(device).eval()
+        processor = Sam3VideoProcessor.from_pretrained(path)
+        return cls(model, processor, config, device, dtype)
+
+    def preprocess(self, image: np.ndarray):
+        """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""
+        inputs = self.processor(images=image, return_tensors="pt")
+        return inputs.pixel_values.to(self.device, dtype=self.dtype)
+
+    def start_text(self, height: int, width: int, phrases: Sequence[str]) -> Sam3TextSession:
+        """A new streaming session that finds and tracks every instance of ``phrases`` in frames of this size."""
+        return Sam3TextSession(self, height, width, phrases)
