@@ -29,7 +29,7 @@ def segment(
     preset: Annotated[str | None, typer.Option(help="Preset: default, cpu-fast, gpu-quality, tiny-random.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config file (overrides the preset).")] = None,
     grounder: Annotated[str | None, typer.Option(help="Grounder backend: owlv2, grounding-dino.")] = None,
-    segmenter: Annotated[str | None, typer.Option(help="Segmenter backend: sam2, edgetam.")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="Segmenter backend: sam2, edgetam, sam3, sam.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Process at most this many frames.")] = None,
     stride: Annotated[int, typer.Option(min=1, help="Process every N-th frame.")] = 1,
