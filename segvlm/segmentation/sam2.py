@@ -13,6 +13,7 @@ Session frame indices are positions in the processed stream (0, 1, 2, ...), what
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -31,10 +32,17 @@ class Sam2Session(SegmenterSession):
         self.segmenter = segmenter
         self.height, self.width = height, width
         self.position = -1  # index of the last processed frame in the session
+        self.last_logits = None  # (N, 1, H, W) float mask logits of the last step, kept for diagnostics
         self.session = segmenter.processor.init_video_session(
             inference_device=segmenter.device, dtype=segmenter.dtype, max_vision_features_cache_size=1
         )
         self.session.video_height, self.session.video_width = height, width
+        # Cached memory-frame projections (see segvlm.segmentation.fast_sam2) when the segmenter uses them.
+        self.memory_cache = None
+        if segmenter.fast:
+            from segvlm.segmentation.fast_sam2 import MemoryCache
+
+            self.memory_cache = MemoryCache()
         config = segmenter.model.config
         self.window = max(config.num_maskmem, config.max_object_pointers_in_encoder) + 1
 
@@ -81,11 +89,13 @@ class Sam2Session(SegmenterSession):
             return FrameMasks.empty(self.height, self.width)
         if pixel_values is None:
             pixel_values = self.segmenter.preprocess(image)
-        with torch.inference_mode():
+        cached = self.memory_cache.active(self.segmenter.model) if self.memory_cache else contextlib.nullcontext()
+        with torch.inference_mode(), cached:
             output = self.segmenter.model(inference_session=self.session, frame=pixel_values, frame_idx=self.position)
             logits = self.segmenter.processor.post_process_masks(
                 [output.pred_masks.float()], original_sizes=[[self.height, self.width]], binarize=False
             )[0]  # (N, 1, H, W)
+            self.last_logits = logits
             masks = (logits[:, 0] > self.segmenter.config.mask_threshold).cpu().numpy()  # (N, H, W)
             scores = torch.sigmoid(output.object_score_logits.float().reshape(-1)).cpu().numpy()  # (N,)
         self._prune()
@@ -141,8 +151,14 @@ class Sam2VideoSegmenter(VideoSegmenter):
     """SAM 2 / 2.1 (``facebook/sam2.1-hiera-tiny``, ``-small``, ``-base-plus``, ``-large``) via transformers."""
 
     model_class_name = "Sam2VideoModel"
+    supports_fast_memory = True  # the cached memory attention of segvlm.segmentation.fast_sam2 applies
 
-    def __init__(self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None):
+    def __init__(
+        self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None, fast: bool | None = None
+    ):
+        """``fast``: cache memory-frame projections across frames (see ``fast_sam2``). Off by default: on the
+        2-core bf16 CPU benchmark (BENCHMARKS.md) it did not beat transformers' path, and in float32 it would
+        break exact parity. ``fast=True`` opts in (reduced precision recommended)."""
         import torch
 
         self.model = model
@@ -150,9 +166,10 @@ class Sam2VideoSegmenter(VideoSegmenter):
         self.config = config
         self.device = device
         self.dtype = dtype or torch.float32
+        self.fast = bool(fast) and self.supports_fast_memory
 
     @classmethod
-    def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> Sam2VideoSegmenter:
+    def from_config(cls, config: SegmenterConfig, device: str = "cpu", fast: bool | None = None) -> Sam2VideoSegmenter:
         import transformers
         from transformers import Sam2VideoProcessor
 
@@ -161,7 +178,7 @@ class Sam2VideoSegmenter(VideoSegmenter):
         model_class = getattr(transformers, cls.model_class_name)
         model = model_class.from_pretrained(path, dtype=dtype).to(device).eval()
         processor = Sam2VideoProcessor.from_pretrained(path)
-        return cls(model, processor, config, device, dtype)
+        return cls(model, processor, config, device, dtype, fast=fast)
 
     def preprocess(self, image: np.ndarray):
         """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""
@@ -176,3 +193,4 @@ class EdgeTamVideoSegmenter(Sam2VideoSegmenter):
     """EdgeTAM (``yonigozlan/EdgeTAM-hf``): SAM 2's design with a mobile backbone and a compact memory."""
 
     model_class_name = "EdgeTamVideoModel"
+    supports_fast_memory = False  # EdgeTAM compresses its memory differently

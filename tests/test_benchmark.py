@@ -1,0 +1,101 @@
+"""The benchmark script runs in a tiny configuration and writes every promised key; no timing assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segvlm.config import SegmenterConfig
+from segvlm.segmentation.base import ObjectPrompt
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "pipelines" / "benchmark.py"
+SPEED_KEYS = {
+    "frames": int,
+    "segvlm_s_per_frame": float,
+    "hf_loop_s_per_frame": float,
+    "speedup_vs_best_peer": float,
+    "gflop_per_frame": float,
+    "fraction_of_peak": float,
+    "mask_iou_vs_reference": float,
+    "confident_mask_iou_vs_reference": float,
+    "logit_max_abs_err": float,
+    "peak_rss_mb": float,
+    "dtype": str,
+    "device": str,
+    "torch_threads": int,
+}
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> str:
+    """A short synthetic mp4: a bright square moving over a dark background."""
+    import av
+
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for index in range(4):
+            image = np.full((64, 96, 3), 20, dtype=np.uint8)
+            image[16:48, 10 + 8 * index : 42 + 8 * index] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def test_benchmark_speed_mode_writes_every_key(video, tmp_path):
+    out = tmp_path / "out.json"
+    command = [sys.executable, str(SCRIPT), "--video", video, "--model", "tiny-random:sam2", "--frames", "3"]
+    subprocess.run([*command, "--no-official", "--json", str(out)], check=True, cwd=ROOT, capture_output=True)
+    result = json.loads(out.read_text())
+    for key, kind in SPEED_KEYS.items():
+        assert isinstance(result[key], kind), (key, result[key])
+    assert "sam2_official_s_per_frame" in result and result["sam2_official_s_per_frame"] is None
+    assert result["frames"] == 3
+    assert result["segvlm_s_per_frame"] > 0 and result["hf_loop_s_per_frame"] > 0
+    assert result["gflop_per_frame"] > 0 and 0 < result["fraction_of_peak"] < 10
+    assert 0.9 <= result["mask_iou_vs_reference"] <= 1.0
+    assert result["logit_max_abs_err"] >= 0
+    assert result["peak_rss_mb"] > 0
+    assert result["dtype"] in {"bfloat16", "float32"}
+    assert len(result["per_frame_s"]["segvlm"]) == 3
+
+
+def test_fast_memory_attention_matches_transformers_in_bfloat16():
+    """The cached memory attention gives transformers' masks (bf16, a few tracked frames, two objects)."""
+    import torch
+
+    from segvlm.segmentation.sam2 import Sam2VideoSegmenter
+
+    reference = Sam2VideoSegmenter.from_config(SegmenterConfig(model="tiny-random:sam2", dtype="bfloat16"), fast=False)
+    fast = Sam2VideoSegmenter(reference.model, reference.processor, reference.config, dtype=torch.bfloat16, fast=True)
+    assert fast.fast and not reference.fast
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(8)]
+    slow_session, fast_session = reference.start(48, 64), fast.start(48, 64)
+    prompts = [ObjectPrompt(1, box=(8, 8, 40, 40)), ObjectPrompt(2, box=(30, 10, 60, 44))]
+    inter = union = 0
+    for index, frame in enumerate(frames):
+        slow = slow_session.step(frame, prompts if index == 0 else [])
+        quick = fast_session.step(frame, prompts if index == 0 else [])
+        inter += (slow.masks & quick.masks).sum()
+        union += (slow.masks | quick.masks).sum()
+    assert union == 0 or inter / union >= 0.99
+    # Entries for frames that left the memory window are dropped: at most the window per object.
+    assert len(fast_session.memory_cache.frames) <= 2 * (reference.model.config.num_maskmem + 1)
+
+
+def test_float32_default_keeps_transformers_path():
+    from segvlm.segmentation.sam2 import Sam2VideoSegmenter
+
+    segmenter = Sam2VideoSegmenter.from_config(SegmenterConfig(model="tiny-random:sam2", dtype="float32"))
+    assert not segmenter.fast
+    assert segmenter.start(32, 32).memory_cache is None
