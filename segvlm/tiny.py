@@ -97,12 +97,36 @@ def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: index for index, token in enumerate(tokens)}, merges
 
 
+def _keep_objects_present(mask_decoder) -> None:
+    """With random weights the object-presence logit hovers around zero and masks flicker off; a small head
+    with a positive bias keeps tracked objects present, so a smoke test yields whole (meaningless) masklets."""
+    import torch
+
+    head = mask_decoder.pred_obj_score_head.proj_out
+    with torch.no_grad():
+        head.weight.mul_(0.1)
+        head.bias.fill_(4.0)
+
+
+def _sam2_processor(size: int):
+    """A SAM 2 video processor working at ``size`` x ``size`` (masks at a quarter of it)."""
+    from transformers import Sam2ImageProcessor, Sam2VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    return Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(
+            size={"height": size, "width": size}, mask_size={"height": size // 4, "width": size // 4}
+        ),
+        video_processor=Sam2VideoVideoProcessor(size={"height": size, "width": size}),
+        target_size=size,
+    )
+
+
 def build_sam2(folder: Path) -> None:
     """SAM 2.1-shaped video model (Hiera backbone, memory attention, memory encoder), ~1 M parameters."""
     import torch
-    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
+    from transformers import Sam2VideoConfig, Sam2VideoModel
     from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
-    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
     size = SAM2_IMAGE_SIZE
     backbone = Sam2HieraDetConfig(
@@ -137,21 +161,9 @@ def build_sam2(folder: Path) -> None:
     )
     torch.manual_seed(0)
     model = Sam2VideoModel(config).eval()
-    with torch.no_grad():
-        # With random weights the object-presence logit hovers around zero and masks flicker off; a positive
-        # bias keeps tracked objects present so a smoke test yields whole (meaningless) masklets.
-        head = model.mask_decoder.pred_obj_score_head.proj_out
-        head.weight.mul_(0.1)
-        head.bias.fill_(4.0)
+    _keep_objects_present(model.mask_decoder)
     model.save_pretrained(folder)
-    processor = Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(
-            size={"height": size, "width": size}, mask_size={"height": size // 4, "width": size // 4}
-        ),
-        video_processor=Sam2VideoVideoProcessor(size={"height": size, "width": size}),
-        target_size=size,
-    )
-    processor.save_pretrained(folder)
+    _sam2_processor(size).save_pretrained(folder)
 
 
 def build_sam2_hiera_tiny_arch(folder: Path) -> None:
@@ -162,28 +174,19 @@ def build_sam2_hiera_tiny_arch(folder: Path) -> None:
     compute per frame is that of ``facebook/sam2.1-hiera-tiny``; only the weights are random.
     """
     import torch
-    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
-    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+    from transformers import Sam2VideoConfig, Sam2VideoModel
 
     torch.manual_seed(0)
     model = Sam2VideoModel(Sam2VideoConfig()).eval()
-    with torch.no_grad():
-        # As in build_sam2: keep random-weight objects present so every frame yields a (meaningless) mask.
-        head = model.mask_decoder.pred_obj_score_head.proj_out
-        head.weight.mul_(0.1)
-        head.bias.fill_(4.0)
+    _keep_objects_present(model.mask_decoder)
     model.save_pretrained(folder)
-    processor = Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(), video_processor=Sam2VideoVideoProcessor(), target_size=1024
-    )
-    processor.save_pretrained(folder)
+    _sam2_processor(1024).save_pretrained(folder)
 
 
 def build_edgetam(folder: Path) -> None:
     """EdgeTAM-shaped video model (timm RepViT backbone, perceiver memory) at 128 px, ~28 M parameters."""
     import torch
-    from transformers import EdgeTamVideoConfig, EdgeTamVideoModel, Sam2ImageProcessor, Sam2VideoProcessor
-    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+    from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
 
     size = SAM2_IMAGE_SIZE
     config = EdgeTamVideoConfig(
@@ -209,13 +212,7 @@ def build_edgetam(folder: Path) -> None:
     )
     torch.manual_seed(0)
     EdgeTamVideoModel(config).eval().save_pretrained(folder)
-    Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(
-            size={"height": size, "width": size}, mask_size={"height": size // 4, "width": size // 4}
-        ),
-        video_processor=Sam2VideoVideoProcessor(size={"height": size, "width": size}),
-        target_size=size,
-    ).save_pretrained(folder)
+    _sam2_processor(size).save_pretrained(folder)
 
 
 def build_sam(folder: Path) -> None:
@@ -476,10 +473,7 @@ def build_sam3(folder: Path) -> None:
         target_size=size,
     )
     _wire_tiny_sam3_scoring(model, processor)
-    with torch.no_grad():
-        head = model.tracker_model.mask_decoder.pred_obj_score_head.proj_out
-        head.weight.mul_(0.1)
-        head.bias.fill_(4.0)
+    _keep_objects_present(model.tracker_model.mask_decoder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
