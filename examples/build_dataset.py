@@ -29,16 +29,24 @@ def main() -> None:
         write_test_video(media / "clips" / "squares.mp4", frames=6)
         write_test_image(media / "photos" / "still.png", index=3)
 
-        config = BuildConfig(query=["red square", "green square"], stride=2,
-                             caption_templates=("a {label}", "the {phrase} in the picture"))
+        config = BuildConfig(
+            query=["red square", "green square"],
+            stride=2,
+            caption_templates=("a {label}", "the {phrase} in the picture"),
+        )
         labeler = None if args.preset else SyntheticLabeler()
         summary = build_dataset([str(media)], Path(folder) / "out", config, labeler=labeler, preset=args.preset)
         print(f"{summary.rows} rows, {summary.regions} regions, labels {summary.label_counts}")
 
         ds = with_decoded_masks(datasets.load_from_disk(str(summary.out)))
         row = ds[0]
-        print(row["source"], row["frame_index"], row["image"].size, row["masks"].shape,
-              [region["caption"] for region in row["regions"]])
+        print(
+            row["source"],
+            row["frame_index"],
+            row["image"].size,
+            row["masks"].shape,
+            [region["caption"] for region in row["regions"]],
+        )
 
         coco = to_coco(ds)
         print(f"COCO export: {len(coco['images'])} images, {len(coco['annotations'])} annotations")

@@ -22,11 +22,21 @@ def scene() -> tuple[VideoSegmentation, Image.Image]:
     masks[5][20:44, 36:60] = True
     image[masks[3]] = (200, 40, 40)
     image[masks[5]] = (40, 40, 200)
-    objects = [ObjectMask(track_id=t, label="block", phrase="a block", score=0.9,
-                          box_xyxy=RLE.encode(m).bbox_xyxy(), rle=RLE.encode(m)) for t, m in masks.items()]
+    objects = [
+        ObjectMask(
+            track_id=t,
+            label="block",
+            phrase="a block",
+            score=0.9,
+            box_xyxy=RLE.encode(m).bbox_xyxy(),
+            rle=RLE.encode(m),
+        )
+        for t, m in masks.items()
+    ]
     frame = FrameResult(frame_index=40, height=H, width=W, objects=objects)
-    result = VideoSegmentation(info=VideoInfo(source="<frames>", height=H, width=W), query="block",
-                               phrases=["block"], frames=[frame])
+    result = VideoSegmentation(
+        info=VideoInfo(source="<frames>", height=H, width=W), query="block", phrases=["block"], frames=[frame]
+    )
     return result, Image.fromarray(image)
 
 

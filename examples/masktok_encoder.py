@@ -11,7 +11,8 @@ result, image = scene()
 vlm = MaskAwareVLM.from_pretrained(tiny_smolvlm(), mask_tokenizer="encoder")
 tokens = vlm.mask_tokenizer.encode([image], [[result.frame(40).get(3).rle]])
 print("mask map shape:", tuple(tokens.encoder_masks.shape), "covered pixels:", int(tokens.encoder_masks.sum()))
-answer = describe(result, track_id=3, frame_index=40, question="What is object 3 doing?", vlm=vlm, image=image,
-                  max_new_tokens=4)
+answer = describe(
+    result, track_id=3, frame_index=40, question="What is object 3 doing?", vlm=vlm, image=image, max_new_tokens=4
+)
 print("design:", vlm.mask_tokenizer.design)
 print("answer:", repr(answer))

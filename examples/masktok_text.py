@@ -12,7 +12,8 @@ vlm = MaskAwareVLM.from_pretrained(tiny_smolvlm(), mask_tokenizer="text")
 text = vlm.mask_tokenizer.encode([image], [[result.frame(40).get(3).rle]]).region_texts[0][0]
 print("region text:", text)
 print("decoded box:", vlm.mask_tokenizer.decode(text, image.size)[0].box_xyxy)
-answer = describe(result, track_id=3, frame_index=40, question="What is object 3 doing?", vlm=vlm, image=image,
-                  max_new_tokens=4)
+answer = describe(
+    result, track_id=3, frame_index=40, question="What is object 3 doing?", vlm=vlm, image=image, max_new_tokens=4
+)
 print("design:", vlm.mask_tokenizer.design)
 print("answer:", repr(answer))

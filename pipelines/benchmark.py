@@ -261,7 +261,11 @@ class OfficialRunner:
         box = ",".join(str(float(v)) for v in self.box)
         self.process = subprocess.Popen(
             [self.python, "-c", OFFICIAL_WORKER, self.folder.name, box, self.dtype, self.device],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tempfile.gettempdir(),
         )
         self.timings.setup = json.loads(self._read())["setup"]
 
@@ -438,8 +442,10 @@ def run_memory(args) -> dict:
         command += ["--memory-size", *map(str, args.memory_size)]
         completed = subprocess.run(command, capture_output=True, text=True, check=True)
         results[count] = json.loads(completed.stdout.strip().splitlines()[-1])
-        print(f"{count:6d} frames: peak RSS {results[count]['peak_rss_mb']:.0f} MiB "
-              f"in {results[count]['seconds']:.0f} s", flush=True)
+        print(
+            f"{count:6d} frames: peak RSS {results[count]['peak_rss_mb']:.0f} MiB in {results[count]['seconds']:.0f} s",
+            flush=True,
+        )
     long, short = results[args.memory_frames], results[200]
     return {
         "mode": "memory",
@@ -531,8 +537,17 @@ def print_table(result: dict) -> None:
             print(f"{name:16s}{total:10.3f}{steady:16.3f}{result['setup_s'][name]:10.3f}")
         if result["sam2_official_s_per_frame"] is None:
             print(f"{'sam2_official':16s}{'n/a (not installed)':>26s}")
-        keys = ["speedup_vs_best_peer", "gflop_per_frame", "fraction_of_peak", "mask_iou_vs_reference",
-                "confident_mask_iou_vs_reference", "logit_max_abs_err", "peak_rss_mb", "dtype", "torch_threads"]
+        keys = [
+            "speedup_vs_best_peer",
+            "gflop_per_frame",
+            "fraction_of_peak",
+            "mask_iou_vs_reference",
+            "confident_mask_iou_vs_reference",
+            "logit_max_abs_err",
+            "peak_rss_mb",
+            "dtype",
+            "torch_threads",
+        ]
     elif result["mode"] == "memory":
         keys = ["frames", "peak_rss_mb", "baseline_peak_rss_mb", "rss_ratio", "seconds", "state_size"]
     else:

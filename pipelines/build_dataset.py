@@ -55,8 +55,13 @@ def bench(
             commits: list[tuple[float, int]] = []  # (finish time on the worker, rows) of each unit
             start = time.perf_counter()
             summary = build_dataset(
-                [str(media)], Path(folder) / f"out-{count}", BuildConfig(query="red square"),
-                labeler=chosen, ray=True, ray_options=RayOptions(num_workers=count), save_arrow=False,
+                [str(media)],
+                Path(folder) / f"out-{count}",
+                BuildConfig(query="red square"),
+                labeler=chosen,
+                ray=True,
+                ray_options=RayOptions(num_workers=count),
+                save_arrow=False,
                 progress=lambda record, done, total, log=commits: log.append((record.finished_at, record.rows)),
             )
             wall = time.perf_counter() - start
@@ -65,18 +70,24 @@ def bench(
             warm = min(count, len(commits) - 1)
             steady_rows = sum(rows for _, rows in commits[warm:]) if warm else 0
             steady_time = commits[-1][0] - commits[warm - 1][0] if warm else 0.0
-            results.append({
-                "workers": count, "rows": summary.rows, "label_seconds": round(summary.seconds, 2),
-                "rows_per_second": round(summary.rows_per_second, 3),
-                "steady_rows_per_second": round(steady_rows / steady_time, 3) if steady_time else None,
-                "wall_seconds": round(wall, 2),
-            })
+            results.append(
+                {
+                    "workers": count,
+                    "rows": summary.rows,
+                    "label_seconds": round(summary.seconds, 2),
+                    "rows_per_second": round(summary.rows_per_second, 3),
+                    "steady_rows_per_second": round(steady_rows / steady_time, 3) if steady_time else None,
+                    "wall_seconds": round(wall, 2),
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
     ray.shutdown()
     base = results[0]["rows_per_second"] or 1.0
     for result in results:
-        print(f"{result['workers']} worker(s): {result['rows_per_second']:.2f} rows/s overall "
-              f"({result['rows_per_second'] / base:.2f}x), {result['steady_rows_per_second']} rows/s steady")
+        print(
+            f"{result['workers']} worker(s): {result['rows_per_second']:.2f} rows/s overall "
+            f"({result['rows_per_second'] / base:.2f}x), {result['steady_rows_per_second']} rows/s steady"
+        )
 
 
 if __name__ == "__main__":

@@ -121,8 +121,10 @@ def presets() -> None:
 def _register_extensions() -> None:
     """Commands whose implementation lives with its feature (imported lazily inside each command)."""
     from segvlm.data.cli import build_dataset_command
+    from segvlm.training.cli import train_command
 
     app.command("build-dataset")(build_dataset_command)
+    app.command("train")(train_command)
 
 
 _register_extensions()

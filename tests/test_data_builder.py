@@ -47,6 +47,7 @@ def media(tmp_path_factory) -> Path:
 
 def test_round_trip_masks_match_labeler(media, tmp_path):
     import datasets
+
     from segvlm.data import with_decoded_masks
 
     labeler = RecordingLabeler()
@@ -88,8 +89,13 @@ def test_round_trip_masks_match_labeler(media, tmp_path):
 def test_parquet_shards_load_with_datasets(media, tmp_path):
     import datasets
 
-    build_dataset([str(media / "photos")], tmp_path / "out", BuildConfig(query="red square"),
-                  labeler=SyntheticLabeler(), save_arrow=False)
+    build_dataset(
+        [str(media / "photos")],
+        tmp_path / "out",
+        BuildConfig(query="red square"),
+        labeler=SyntheticLabeler(),
+        save_arrow=False,
+    )
     assert not (tmp_path / "out" / "state.json").exists()
     ds = datasets.load_dataset(str(tmp_path / "out"), split="train", cache_dir=str(tmp_path / "cache"))
     assert ds.num_rows == 2
@@ -98,11 +104,16 @@ def test_parquet_shards_load_with_datasets(media, tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(media, tmp_path):
-    build_dataset([str(media / "photos")], tmp_path / "out", BuildConfig(query="red square"),
-                  labeler=SyntheticLabeler())
+    build_dataset(
+        [str(media / "photos")], tmp_path / "out", BuildConfig(query="red square"), labeler=SyntheticLabeler()
+    )
     with pytest.raises(BuildMismatchError, match=r"stride=1 \(this run: 2\).*new --out"):
-        build_dataset([str(media / "photos")], tmp_path / "out", BuildConfig(query="red square", stride=2),
-                      labeler=SyntheticLabeler())
+        build_dataset(
+            [str(media / "photos")],
+            tmp_path / "out",
+            BuildConfig(query="red square", stride=2),
+            labeler=SyntheticLabeler(),
+        )
     with pytest.raises(BuildMismatchError, match="inputs"):
         build_dataset([str(media)], tmp_path / "out", BuildConfig(query="red square"), labeler=SyntheticLabeler())
     (tmp_path / "other").mkdir()
@@ -166,15 +177,24 @@ def _cli_app():
 
 
 def test_cli_builds_and_refuses_mismatch(media, tmp_path):
-    from typer.testing import CliRunner
-
     import datasets
+    from typer.testing import CliRunner
 
     app, runner = _cli_app(), CliRunner()
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("red square\n# comment\ngreen square\n")
-    args = ["build-dataset", str(media / "clips"), "--out", str(tmp_path / "out"), "--vocabulary", str(vocab),
-            "--max-frames", "2", "--labeler", "segvlm.data.testing:SyntheticLabeler"]
+    args = [
+        "build-dataset",
+        str(media / "clips"),
+        "--out",
+        str(tmp_path / "out"),
+        "--vocabulary",
+        str(vocab),
+        "--max-frames",
+        "2",
+        "--labeler",
+        "segvlm.data.testing:SyntheticLabeler",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "wrote 4 rows with 8 regions" in result.output
@@ -199,9 +219,21 @@ def _wait_for_ledger_lines(path: Path, count: int, proc: subprocess.Popen, timeo
 
 
 def build_command(inputs: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "pipelines" / "build_dataset.py"), "build", str(inputs), "--out", str(out),
-            "-q", "red square", "-q", "green square",
-            "--labeler", "segvlm.data.testing:SlowSyntheticLabeler", *extra]
+    return [
+        sys.executable,
+        str(REPO / "pipelines" / "build_dataset.py"),
+        "build",
+        str(inputs),
+        "--out",
+        str(out),
+        "-q",
+        "red square",
+        "-q",
+        "green square",
+        "--labeler",
+        "segvlm.data.testing:SlowSyntheticLabeler",
+        *extra,
+    ]
 
 
 def subprocess_env() -> dict[str, str]:

@@ -95,8 +95,13 @@ def test_coco_round_trip_through_dataset_and_export(coco_files, tmp_path):
 
     path, images, _ = coco_files
     errors = []
-    out = write_rows(rows_from_coco(path, images, errors=errors), tmp_path / "ds", source_name="import:coco",
-                     errors=errors, rows_per_shard=1)
+    out = write_rows(
+        rows_from_coco(path, images, errors=errors),
+        tmp_path / "ds",
+        source_name="import:coco",
+        errors=errors,
+        rows_per_shard=1,
+    )
     ds = datasets.load_from_disk(str(out))
     assert ds.num_rows == 2 and len(list((out / "data").glob("*.parquet"))) == 2
     assert "| inputs skipped (see `errors.jsonl`) | 1 |" in (out / "README.md").read_text()
@@ -130,7 +135,10 @@ def test_refcoco_rows_group_by_image_with_one_region_per_sentence(tmp_path):
     assert [len(row.regions) for row in rows] == [3, 1]
     first = rows[0]
     assert [(r.track_id, r.caption, r.label) for r in first.regions] == [
-        (1, "man on the left", "person"), (1, "guy in red", "person"), (2, "the cup", "cup")]
+        (1, "man on the left", "person"),
+        (1, "guy in red", "person"),
+        (2, "the cup", "cup"),
+    ]
     assert first.regions[0].rle.decode()[11:19, 11:19].all()
     assert rows[1].regions[0].rle.area == 25  # no polygon: the box is the mask
     assert rows[1].regions[0].label == "object"
@@ -154,7 +162,6 @@ def test_segvlm_result_import_matches_result(tmp_path):
     saved = rows_from_saved_result(tmp_path / "saved", video=video)
     assert [len(r.regions) for r in saved] == [len(r.regions) for r in rows]
     np.testing.assert_array_equal(saved[1].regions[0].rle.decode(), rows[1].regions[0].rle.decode())
-
 
 
 def test_push_to_hub_uploads_only_a_finished_build(coco_files, tmp_path, monkeypatch):

@@ -21,8 +21,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build_command(inputs: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "pipelines" / "build_dataset.py"), "build", str(inputs), "--out", str(out),
-            "-q", "red square", "--labeler", "segvlm.data.testing:SlowSyntheticLabeler", *extra]
+    return [
+        sys.executable,
+        str(REPO / "pipelines" / "build_dataset.py"),
+        "build",
+        str(inputs),
+        "--out",
+        str(out),
+        "-q",
+        "red square",
+        "--labeler",
+        "segvlm.data.testing:SlowSyntheticLabeler",
+        *extra,
+    ]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -67,8 +78,15 @@ def media(tmp_path_factory) -> Path:
 def test_two_ray_workers_match_the_single_process_build(ray_cluster, media, tmp_path):
     config = BuildConfig(query=["red square", "green square"], images_per_unit=2)
     seen = []
-    on_ray = build_dataset([str(media)], tmp_path / "ray", config, labeler=SyntheticLabeler(), ray=True,
-                           ray_options=RayOptions(num_workers=2), progress=lambda r, d, t: seen.append((d, t)))
+    on_ray = build_dataset(
+        [str(media)],
+        tmp_path / "ray",
+        config,
+        labeler=SyntheticLabeler(),
+        ray=True,
+        ray_options=RayOptions(num_workers=2),
+        progress=lambda r, d, t: seen.append((d, t)),
+    )
     local = build_dataset([str(media)], tmp_path / "local", config, labeler=SyntheticLabeler())
     assert seen[-1] == (6, 6) and len(seen) == 6  # 4 videos + 2 image units, each reported once
     assert (on_ray.rows, on_ray.regions, on_ray.errors) == (local.rows, local.regions, local.errors) == (19, 38, 1)

@@ -21,8 +21,16 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def runs() -> dict[str, subprocess.CompletedProcess]:
     """All examples at once, each in its own process (they are import-bound, so this halves the wall time)."""
-    procs = {name: subprocess.Popen([sys.executable, str(EXAMPLES / name)], cwd=EXAMPLES, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in EXPECTED}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(EXAMPLES / name)],
+            cwd=EXAMPLES,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in EXPECTED
+    }
     done = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=180)

@@ -82,5 +82,5 @@ def test_python_snippets_run_in_order(workdir):
 def test_cli_help_lists_the_commands():
     completed = subprocess.run([sys.executable, "-m", "segvlm.cli", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0
-    for command in ("segment", "build-dataset", "presets"):
+    for command in ("segment", "build-dataset", "train", "presets"):
         assert command in completed.stdout

@@ -68,11 +68,16 @@ def test_reranker_on_a_tiny_vlm_falls_back_to_number_scores():
 
 
 def _result(source: str = "<frames>") -> VideoSegmentation:
-    objects = [ObjectMask(track_id=t, label="cup", phrase="a cup", score=0.9, box_xyxy=RLE.encode(m).bbox_xyxy(),
-                          rle=RLE.encode(m)) for t, m in ((3, _mask(0, 20)), (5, _mask(30, 50)))]
+    objects = [
+        ObjectMask(
+            track_id=t, label="cup", phrase="a cup", score=0.9, box_xyxy=RLE.encode(m).bbox_xyxy(), rle=RLE.encode(m)
+        )
+        for t, m in ((3, _mask(0, 20)), (5, _mask(30, 50)))
+    ]
     frames = [FrameResult(frame_index=i, height=H, width=W, objects=objects if i == 2 else []) for i in range(4)]
-    return VideoSegmentation(info=VideoInfo(source=source, height=H, width=W), query="cup", phrases=["cup"],
-                             frames=frames)
+    return VideoSegmentation(
+        info=VideoInfo(source=source, height=H, width=W), query="cup", phrases=["cup"], frames=frames
+    )
 
 
 def test_describe_passes_the_object_mask_and_question():

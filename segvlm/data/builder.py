@@ -181,9 +181,7 @@ def run_unit(unit: WorkUnit, config: BuildConfig, labeler: Labeler, data_dir: Pa
         except (ValueError, OSError) as error:
             if not is_input_error(error):
                 raise
-            errors.append(
-                ItemError(source=item.source, path=item.path, reason=f"{type(error).__name__}: {error}")
-            )
+            errors.append(ItemError(source=item.source, path=item.path, reason=f"{type(error).__name__}: {error}"))
             continue
         rows.extend(item_rows)
         if not meta and result.meta:
@@ -284,9 +282,7 @@ def prepare_out(out: Path, header: dict[str, Any]) -> bool:
             "pass an empty or new --out folder"
         )
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        build_file, json.dumps({**header, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2)
-    )
+    atomic_write_text(build_file, json.dumps({**header, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
     return False
 
 

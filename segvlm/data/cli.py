@@ -33,18 +33,14 @@ def build_dataset_command(
         None, "--query", "-q", help="what to segment, e.g. 'red car'; repeat for several phrases"
     ),
     vocabulary: str | None = typer.Option(None, "--vocabulary", help=_VOCABULARY_HELP),
-    preset: str | None = typer.Option(
-        None, "--preset", help="pipeline preset (default, cpu-fast, tiny-random...)"
-    ),
+    preset: str | None = typer.Option(None, "--preset", help="pipeline preset (default, cpu-fast, tiny-random...)"),
     device: str | None = typer.Option(None, "--device", help="cuda, cpu... (default: the preset's choice)"),
     stride: int = typer.Option(1, "--stride", min=1, help="label every N-th video frame"),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="at most N frames per video"),
     caption_template: list[str] | None = typer.Option(
         None, "--caption-template", help="caption template over {label}/{phrase}; repeat for variety"
     ),
-    image_format: str = typer.Option(
-        "jpeg", "--image-format", help="how video frames are stored: jpeg or png"
-    ),
+    image_format: str = typer.Option("jpeg", "--image-format", help="how video frames are stored: jpeg or png"),
     ray: bool = typer.Option(False, "--ray", help="run on Ray Data (an actor pool, one model set per actor)"),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="Ray cluster to join (e.g. auto or ray://head:10001); implies --ray"
@@ -53,9 +49,7 @@ def build_dataset_command(
     labeler: str | None = typer.Option(
         None, "--labeler", help="'module:attr' of a custom labeler, used instead of --preset"
     ),
-    no_arrow: bool = typer.Option(
-        False, "--no-arrow", help="write only the parquet shards, not load_from_disk"
-    ),
+    no_arrow: bool = typer.Option(False, "--no-arrow", help="write only the parquet shards, not load_from_disk"),
 ) -> None:
     """Label videos and images with the pipeline and write a Hugging Face dataset (resumable)."""
     from rich.console import Console
@@ -86,9 +80,7 @@ def build_dataset_command(
 
         def on_unit(record, done: int, total: int) -> None:
             skipped = f", {len(record.errors)} skipped" if record.errors else ""
-            bar.update(
-                task, completed=done, total=total, description=f"labelling ({record.rows} rows{skipped})"
-            )
+            bar.update(task, completed=done, total=total, description=f"labelling ({record.rows} rows{skipped})")
 
         try:
             summary = build_dataset(
@@ -113,6 +105,4 @@ def build_dataset_command(
         f"({summary.resumed_units}/{summary.units} units already done; {summary.rows_per_second:.2f} rows/s)"
     )
     if summary.errors:
-        console.print(
-            f"[yellow]{summary.errors} inputs could not be read; see {summary.out / 'errors.jsonl'}[/]"
-        )
+        console.print(f"[yellow]{summary.errors} inputs could not be read; see {summary.out / 'errors.jsonl'}[/]")

@@ -20,9 +20,7 @@ def coco_file_name(source: str, frame_index: int) -> str:
     return f"{Path(source).with_suffix('').as_posix()}/{frame_index:06d}.jpg"
 
 
-def _iter_rows(
-    data: datasets.Dataset | Iterable[Row | Mapping[str, Any]], with_images: bool
-) -> Iterable[Any]:
+def _iter_rows(data: datasets.Dataset | Iterable[Row | Mapping[str, Any]], with_images: bool) -> Iterable[Any]:
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a core dependency
@@ -91,7 +89,5 @@ def to_coco(
         "info": {"description": "exported from a segvlm dataset"},
         "images": images,
         "annotations": annotations,
-        "categories": [
-            {"id": cid, "name": name, "supercategory": "object"} for name, cid in categories.items()
-        ],
+        "categories": [{"id": cid, "name": name, "supercategory": "object"} for name, cid in categories.items()],
     }

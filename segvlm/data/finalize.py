@@ -91,9 +91,7 @@ def finalize(
 ) -> Totals:
     """Write ``errors.jsonl``, ``README.md`` and (optionally) the arrow copy; mark ``build.json`` finished."""
     totals = totals_of(units, ledger)
-    lines = "".join(
-        json.dumps({"source": e.source, "path": e.path, "reason": e.reason}) + "\n" for e in totals.errors
-    )
+    lines = "".join(json.dumps({"source": e.source, "path": e.path, "reason": e.reason}) + "\n" for e in totals.errors)
     atomic_write_text(out / "errors.jsonl", lines)
     settings_json = settings.to_json() if hasattr(settings, "to_json") else dict(settings)
     card = CardInfo(

@@ -29,9 +29,7 @@ if TYPE_CHECKING:
     from segvlm.types import VideoSegmentation
 
 
-def segmentation_to_rle(
-    segmentation: Any, height: int, width: int, bbox_xywh: Sequence[float] | None = None
-) -> RLE:
+def segmentation_to_rle(segmentation: Any, height: int, width: int, bbox_xywh: Sequence[float] | None = None) -> RLE:
     """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as one :class:`RLE`.
 
     With no segmentation, the box is used as a rectangular mask.
@@ -108,9 +106,7 @@ def rows_from_coco(
                 errors,
                 source,
                 str(path),
-                ValueError(
-                    f"{path} is {height}x{width} but the annotations say {image['height']}x{image['width']}"
-                ),
+                ValueError(f"{path} is {height}x{width} but the annotations say {image['height']}x{image['width']}"),
             )
             continue
         frame_index = int(image.get("frame_index") or 0)
@@ -289,9 +285,7 @@ def rows_from_segmentation_result(
     )
 
 
-def rows_from_saved_result(
-    directory: str | Path, video: str | Path | None = None, **kwargs: Any
-) -> list[Row]:
+def rows_from_saved_result(directory: str | Path, video: str | Path | None = None, **kwargs: Any) -> list[Row]:
     """Rows from a folder written by ``VideoSegmentation.save`` (its ``masks.json``)."""
     from segvlm.types import VideoSegmentation
 
@@ -376,9 +370,7 @@ def write_rows(
             key=units[-1].key,
             items=units[-1].items + tuple(WorkItem("", e.source, "image") for e in errors),
         )
-    atomic_write_text(
-        out / "build.json", json.dumps({"importer": source_name, "settings": dict(settings or {})})
-    )
+    atomic_write_text(out / "build.json", json.dumps({"importer": source_name, "settings": dict(settings or {})}))
     finalize(
         out,
         units,

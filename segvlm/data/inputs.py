@@ -69,9 +69,7 @@ def discover(inputs: Sequence[str]) -> list[WorkItem]:
     for raw in inputs:
         path = Path(raw).expanduser()
         if not path.exists():
-            raise FileNotFoundError(
-                f"input {raw!r} does not exist (relative to {Path.cwd()}); check the path"
-            )
+            raise FileNotFoundError(f"input {raw!r} does not exist (relative to {Path.cwd()}); check the path")
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)
             found.extend(files)
@@ -80,14 +78,10 @@ def discover(inputs: Sequence[str]) -> list[WorkItem]:
     absolute = list(dict.fromkeys(p.resolve() for p in found))  # dedupe, keep order
     if not absolute:
         raise ValueError(
-            f"no videos or images found under {list(inputs)}; known suffixes: "
-            f"{sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES)}"
+            f"no videos or images found under {list(inputs)}; known suffixes: {sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES)}"
         )
     root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
-    return [
-        WorkItem(path=str(p), source=p.relative_to(root).as_posix(), kind=_kind(p) or "video")
-        for p in absolute
-    ]
+    return [WorkItem(path=str(p), source=p.relative_to(root).as_posix(), kind=_kind(p) or "video") for p in absolute]
 
 
 def plan_units(items: Sequence[WorkItem], images_per_unit: int = 32) -> list[WorkUnit]:

@@ -52,9 +52,7 @@ class PresetLabeler:
             self._pipeline = Pipeline.from_preset(self.preset, device=self.device)
         return self._pipeline
 
-    def __call__(
-        self, query: str | list[str], source: str, max_frames: int | None, stride: int
-    ) -> VideoSegmentation:
+    def __call__(self, query: str | list[str], source: str, max_frames: int | None, stride: int) -> VideoSegmentation:
         return self.load()(query, source, max_frames=max_frames, stride=stride)
 
 
@@ -67,15 +65,13 @@ def load_labeler(spec: str, **kwargs: Any) -> Labeler:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(
-            f"labeler {spec!r} must look like 'package.module:attr', e.g. "
-            "'segvlm.data.testing:SyntheticLabeler'"
+            f"labeler {spec!r} must look like 'package.module:attr', e.g. 'segvlm.data.testing:SyntheticLabeler'"
         )
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ValueError(
-            f"cannot import {module_name!r} for labeler {spec!r} ({error}); "
-            "check it is installed or on PYTHONPATH"
+            f"cannot import {module_name!r} for labeler {spec!r} ({error}); check it is installed or on PYTHONPATH"
         ) from error
     try:
         target = getattr(module, attr)

@@ -50,9 +50,7 @@ def unit_to_json(unit: WorkUnit) -> str:
 
 def unit_from_json(text: str) -> WorkUnit:
     value = json.loads(text)
-    return WorkUnit(
-        index=value["index"], key=value["key"], items=tuple(WorkItem(**item) for item in value["items"])
-    )
+    return WorkUnit(index=value["index"], key=value["key"], items=tuple(WorkItem(**item) for item in value["items"]))
 
 
 class UnitWorker:
@@ -100,11 +98,7 @@ def worker_resources(options: RayOptions) -> tuple[float, float]:
         gpus = 1.0 if available.get("GPU", 0) >= 1 else 0.0
     cpus = options.num_cpus_per_worker
     if cpus is None:
-        cpus = (
-            1.0
-            if gpus
-            else round(max(0.25, min(1.0, available.get("CPU", 1) / (options.num_workers + 1))), 2)
-        )
+        cpus = 1.0 if gpus else round(max(0.25, min(1.0, available.get("CPU", 1) / (options.num_workers + 1))), 2)
     return cpus, gpus
 
 
@@ -125,9 +119,7 @@ def run_units_on_ray(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         cpus, gpus = worker_resources(options)
-        ds = ray.data.from_items(
-            [{"unit": unit_to_json(unit)} for unit in units], override_num_blocks=len(units)
-        )
+        ds = ray.data.from_items([{"unit": unit_to_json(unit)} for unit in units], override_num_blocks=len(units))
         ds = ds.map_batches(
             UnitWorker,
             fn_constructor_kwargs={"config": config, "labeler": labeler, "data_dir": str(data_dir)},

@@ -31,9 +31,7 @@ def draw_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
     return frame
 
 
-def write_test_video(
-    path: str | Path, frames: int = 8, height: int = 48, width: int = 64, fps: int = 8
-) -> Path:
+def write_test_video(path: str | Path, frames: int = 8, height: int = 48, width: int = 64, fps: int = 8) -> Path:
     """Write an mp4 (libx264, near-lossless) of :func:`draw_frame` frames with PyAV; returns the path."""
     import av
 
@@ -88,9 +86,7 @@ class SyntheticLabeler:
         while time.perf_counter() < deadline:
             block = np.tanh(block @ block)
 
-    def __call__(
-        self, query: str | list[str], source: str, max_frames: int | None, stride: int
-    ) -> VideoSegmentation:
+    def __call__(self, query: str | list[str], source: str, max_frames: int | None, stride: int) -> VideoSegmentation:
         from segvlm.video import read_frames
 
         phrases = [query] if isinstance(query, str) else list(query)
@@ -129,9 +125,7 @@ class SyntheticLabeler:
             )
         meta = frames.meta
         return VideoSegmentation(
-            info=VideoInfo(
-                source=str(source), height=meta.height, width=meta.width, fps=meta.fps, stride=stride
-            ),
+            info=VideoInfo(source=str(source), height=meta.height, width=meta.width, fps=meta.fps, stride=stride),
             query=query if isinstance(query, str) else ", ".join(query),
             phrases=phrases,
             frames=results,

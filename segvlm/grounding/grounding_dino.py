@@ -63,8 +63,10 @@ class GroundingDinoGrounder(Grounder):
         probs = outputs.logits[0].sigmoid().float().cpu().numpy()[:, : len(offsets)]  # (Q, T)
         boxes = outputs.pred_boxes[0].float().cpu().numpy()  # (Q, 4) normalised cx, cy, w, h
         per_phrase = np.stack(
-            [probs[:, token_phrase == i].max(axis=1) if (token_phrase == i).any() else np.zeros(len(probs))
-             for i in range(len(phrases))],
+            [
+                probs[:, token_phrase == i].max(axis=1) if (token_phrase == i).any() else np.zeros(len(probs))
+                for i in range(len(phrases))
+            ],
             axis=1,
         )  # (Q, P)
         best = per_phrase.argmax(axis=1)  # (Q,)

@@ -176,8 +176,10 @@ class PaliGemmaLocFormat(CoordinateFormat):
     step = 1 / 1024
 
     def to_units(self, x, y, width, height):
-        return (min(max(int(x / width * self.bins), 0), self.bins - 1),
-                min(max(int(y / height * self.bins), 0), self.bins - 1))
+        return (
+            min(max(int(x / width * self.bins), 0), self.bins - 1),
+            min(max(int(y / height * self.bins), 0), self.bins - 1),
+        )
 
     def from_units(self, ux, uy, width, height):
         return ux / self.bins * width, uy / self.bins * height
@@ -215,8 +217,10 @@ class Kosmos2PatchFormat(CoordinateFormat):
     step = 1 / 32
 
     def to_units(self, x, y, width, height):
-        return (min(max(int(x / width * self.grid), 0), self.grid - 1),
-                min(max(int(y / height * self.grid), 0), self.grid - 1))
+        return (
+            min(max(int(x / width * self.grid), 0), self.grid - 1),
+            min(max(int(y / height * self.grid), 0), self.grid - 1),
+        )
 
     def from_units(self, ux, uy, width, height):
         return ux / self.grid * width, uy / self.grid * height

@@ -98,12 +98,14 @@ class VisionLayout:
 
     def mask_pixels(self, image: Image.Image, masks: list[np.ndarray]) -> torch.Tensor:
         """The masks through the image processor (values in [0, 1]), in ``pixel_values``' layout."""
-        out = self.image_processor(images=self.processor_images(_mask_images(masks)), do_normalize=False,
-                                   return_tensors="pt")
+        out = self.image_processor(
+            images=self.processor_images(_mask_images(masks)), do_normalize=False, return_tensors="pt"
+        )
         return out["pixel_values"].float()
 
-    def grids(self, masks: list[list[np.ndarray]], inputs: dict[str, torch.Tensor],
-              images: list[Image.Image]) -> list[MaskGrid]:
+    def grids(
+        self, masks: list[list[np.ndarray]], inputs: dict[str, torch.Tensor], images: list[Image.Image]
+    ) -> list[MaskGrid]:
         raise NotImplementedError
 
     def features(self, inputs: dict[str, torch.Tensor], layers: tuple[int, ...]) -> VisionFeatures:

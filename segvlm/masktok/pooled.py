@@ -69,9 +69,15 @@ class MaskPooledTokenizer(MaskTokenizer, nn.Module):
     design = "pooled"
     trainable = True
 
-    def __init__(self, feature_layers: Sequence[int] = (-2, -1), feature_source: str = "vision",
-                 shape_token: bool = True, shape_size: int = 16, placeholder: str = "<region>",
-                 max_regions: int = 8):
+    def __init__(
+        self,
+        feature_layers: Sequence[int] = (-2, -1),
+        feature_source: str = "vision",
+        shape_token: bool = True,
+        shape_size: int = 16,
+        placeholder: str = "<region>",
+        max_regions: int = 8,
+    ):
         nn.Module.__init__(self)
         MaskTokenizer.__init__(self, max_regions=max_regions)
         if feature_source not in FEATURE_SOURCES:
@@ -125,14 +131,24 @@ class MaskPooledTokenizer(MaskTokenizer, nn.Module):
                 tokens = torch.stack([tokens, self.shape_proj(shapes)], dim=1).flatten(0, 1)  # (R*2, D)
             embeds.append(tokens)
         texts = [[self.placeholder * self.tokens_per_region] * len(m) for m in masks]
-        return MaskTokens(images=list(images), region_texts=texts, placeholder=self.placeholder,
-                          placeholder_id=self.placeholder_id, region_embeds=embeds)
+        return MaskTokens(
+            images=list(images),
+            region_texts=texts,
+            placeholder=self.placeholder,
+            placeholder_id=self.placeholder_id,
+            region_embeds=embeds,
+        )
 
     # -- persistence --------------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
-        return {"feature_layers": list(self.feature_layers), "feature_source": self.feature_source,
-                "shape_token": self.shape_token, "shape_size": self.shape_size, "placeholder": self.placeholder,
-                "max_regions": self.max_regions}
+        return {
+            "feature_layers": list(self.feature_layers),
+            "feature_source": self.feature_source,
+            "shape_token": self.shape_token,
+            "shape_size": self.shape_size,
+            "placeholder": self.placeholder,
+            "max_regions": self.max_regions,
+        }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.feature_proj is None:

@@ -38,9 +38,7 @@ def _as_mask(region: Any, height: int, width: int, where: str) -> np.ndarray:
     return array.astype(bool, copy=False)
 
 
-def region_masks(
-    images: Sequence[Any], regions: Sequence[Sequence[Any]], max_regions: int
-) -> list[list[np.ndarray]]:
+def region_masks(images: Sequence[Any], regions: Sequence[Sequence[Any]], max_regions: int) -> list[list[np.ndarray]]:
     """Check and densify the regions of every image.
 
     Args:
@@ -62,9 +60,13 @@ def region_masks(
         )
     out: list[list[np.ndarray]] = []
     for i, (image, image_regions) in enumerate(zip(images, regions, strict=True)):
-        width, height = image.size if hasattr(image, "size") and not isinstance(image, np.ndarray) else (
-            image.shape[1],
-            image.shape[0],
+        width, height = (
+            image.size
+            if hasattr(image, "size") and not isinstance(image, np.ndarray)
+            else (
+                image.shape[1],
+                image.shape[0],
+            )
         )
         if len(image_regions) > max_regions:
             raise ValueError(

@@ -33,8 +33,8 @@ class TextMaskTokenizer(MaskTokenizer):
     def __init__(self, format: str | CoordinateFormat = "auto", polygon_points: int = 0, max_regions: int = 16):
         super().__init__(max_regions=max_regions)
         self.format_name = format if isinstance(format, str) else format.name
-        self.format: CoordinateFormat | None = None if format == "auto" else (
-            format if isinstance(format, CoordinateFormat) else FORMATS[format]()
+        self.format: CoordinateFormat | None = (
+            None if format == "auto" else (format if isinstance(format, CoordinateFormat) else FORMATS[format]())
         )
         self.polygon_points = polygon_points
 

@@ -15,8 +15,20 @@ import numpy as np
 from segvlm.masktok.base import MaskTokenizer, MaskTokens
 from segvlm.masktok.regions import region_masks
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40)]
+PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+]
 STYLES = ("alpha", "contour", "number")
 
 
@@ -40,8 +52,14 @@ def label_point(mask: np.ndarray) -> tuple[int, int]:
     return int(xs[k]), int(ys[k])
 
 
-def draw_marks(image, masks: Sequence[np.ndarray], style: str = "alpha", alpha: float = 0.4,
-               numbers: Sequence[int] | None = None, font_size: int | None = None):
+def draw_marks(
+    image,
+    masks: Sequence[np.ndarray],
+    style: str = "alpha",
+    alpha: float = 0.4,
+    numbers: Sequence[int] | None = None,
+    font_size: int | None = None,
+):
     """A copy of ``image`` (PIL) with every mask drawn and numbered 1..N (or ``numbers``)."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -92,11 +110,17 @@ class SetOfMarkTokenizer(MaskTokenizer):
 
     def encode(self, images: Sequence[Any], regions: Sequence[Sequence[Any]]) -> MaskTokens:
         masks = region_masks(images, regions, self.max_regions)
-        marked = [draw_marks(img, m, style=self.style, alpha=self.alpha) if m else img
-                  for img, m in zip(images, masks, strict=True)]
+        marked = [
+            draw_marks(img, m, style=self.style, alpha=self.alpha) if m else img
+            for img, m in zip(images, masks, strict=True)
+        ]
         texts = [[self.region_format.format(n=k + 1) for k in range(len(m))] for m in masks]
         return MaskTokens(images=marked, region_texts=texts)
 
     def config_dict(self) -> dict[str, Any]:
-        return {"style": self.style, "alpha": self.alpha, "max_regions": self.max_regions,
-                "region_format": self.region_format}
+        return {
+            "style": self.style,
+            "alpha": self.alpha,
+            "max_regions": self.max_regions,
+            "region_format": self.region_format,
+        }

@@ -163,8 +163,16 @@ def _fast_prepare(
     original = type(self)._prepare_memory_conditioned_features
     if cache is None or self.num_maskmem == 0 or is_initial_conditioning_frame:
         return original(
-            self, inference_session, frame_idx, obj_idx, is_initial_conditioning_frame, current_vision_features,
-            current_vision_positional_embeddings, num_total_frames, track_in_reverse_time, streaming,
+            self,
+            inference_session,
+            frame_idx,
+            obj_idx,
+            is_initial_conditioning_frame,
+            current_vision_features,
+            current_vision_positional_embeddings,
+            num_total_frames,
+            track_in_reverse_time,
+            streaming,
         )
     batch_size = current_vision_features.size(1)
     num_channels = self.hidden_dim
@@ -179,8 +187,16 @@ def _fast_prepare(
         features = output["maskmem_features"]
         if features.device != device or features.dtype != dtype:  # offloaded state: no stable identity to cache
             return original(
-                self, inference_session, frame_idx, obj_idx, is_initial_conditioning_frame, current_vision_features,
-                current_vision_positional_embeddings, num_total_frames, track_in_reverse_time, streaming,
+                self,
+                inference_session,
+                frame_idx,
+                obj_idx,
+                is_initial_conditioning_frame,
+                current_vision_features,
+                current_vision_positional_embeddings,
+                num_total_frames,
+                track_in_reverse_time,
+                streaming,
             )
         entries.append(cache.entry(self, features, output["maskmem_pos_enc"]))
         offsets.append(offset)
@@ -220,8 +236,14 @@ def _fast_prepare(
         queries = queries + query
         query = layer.layer_norm2(queries)
         query = _cross_attention(
-            cross, query, [e.keys[index] for e in entries], [e.values[index] for e in entries], temporal_keys,
-            pointers, cos, sin,
+            cross,
+            query,
+            [e.keys[index] for e in entries],
+            [e.values[index] for e in entries],
+            temporal_keys,
+            pointers,
+            cos,
+            sin,
         )
         queries = queries + query
         query = layer.layer_norm3(queries)

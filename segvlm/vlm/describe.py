@@ -24,12 +24,22 @@ def read_frame(video: str | Path, frame_index: int) -> Image.Image:
         for count, frame in enumerate(container.decode(video=0)):
             if count == frame_index:
                 return frame.to_image()
-    raise ValueError(f"{video} has {count + 1} frames, so frame {frame_index} does not exist; "
-                     "pass a frame_index of the result (result.frame(...)) that is inside the video")
+    raise ValueError(
+        f"{video} has {count + 1} frames, so frame {frame_index} does not exist; "
+        "pass a frame_index of the result (result.frame(...)) that is inside the video"
+    )
 
 
-def describe(result: VideoSegmentation, track_id: int, frame_index: int, question: str, vlm: Any,
-             image: Image.Image | None = None, video: str | Path | None = None, max_new_tokens: int = 48) -> str:
+def describe(
+    result: VideoSegmentation,
+    track_id: int,
+    frame_index: int,
+    question: str,
+    vlm: Any,
+    image: Image.Image | None = None,
+    video: str | Path | None = None,
+    max_new_tokens: int = 48,
+) -> str:
     """Answer ``question`` about object ``track_id`` in source frame ``frame_index``.
 
     Args:
@@ -50,8 +60,10 @@ def describe(result: VideoSegmentation, track_id: int, frame_index: int, questio
             raise ValueError(f"no image given and {str(source)!r} is not a video file; pass image= or video=")
         image = read_frame(source, frame_index)
     if image.size != (frame.width, frame.height):
-        raise ValueError(f"the image is {image.size[0]}x{image.size[1]} (WxH) but frame {frame_index} was "
-                         f"segmented at {frame.width}x{frame.height}; pass the original frame")
+        raise ValueError(
+            f"the image is {image.size[0]}x{image.size[1]} (WxH) but frame {frame_index} was "
+            f"segmented at {frame.width}x{frame.height}; pass the original frame"
+        )
     if "{region1}" not in question:
         question = f"Object {track_id} is {{region1}}. {question}"
     return vlm.generate([image.convert("RGB")], [[obj.rle]], question, max_new_tokens=max_new_tokens)[0]

@@ -75,9 +75,14 @@ class MaskAwareVLM:
 
     # -- loading and saving ----------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model_id_or_folder: str | Path, mask_tokenizer: str | Path | MaskTokenizer | None = None,
-                        dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                        **model_kwargs: Any) -> MaskAwareVLM:
+    def from_pretrained(
+        cls,
+        model_id_or_folder: str | Path,
+        mask_tokenizer: str | Path | MaskTokenizer | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **model_kwargs: Any,
+    ) -> MaskAwareVLM:
         """Load a base VLM and a mask tokenizer.
 
         Args:
@@ -123,8 +128,10 @@ class MaskAwareVLM:
             from safetensors.torch import save_file
 
             table = self.model.get_input_embeddings().weight
-            rows = {tok: table[self.tokenizer.convert_tokens_to_ids(tok)].detach().clone().cpu()
-                    for tok in self.added_tokens}
+            rows = {
+                tok: table[self.tokenizer.convert_tokens_to_ids(tok)].detach().clone().cpu()
+                for tok in self.added_tokens
+            }
             save_file(rows, str(folder / ADDED_TOKENS_NAME))
         return folder
 
@@ -172,8 +179,9 @@ class MaskAwareVLM:
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.prompt_format.render(text)
 
-    def prepare(self, images: Image.Image | Sequence[Image.Image], regions: Sequence[Any],
-                prompt: str | Sequence[str]) -> VLMInputs:
+    def prepare(
+        self, images: Image.Image | Sequence[Image.Image], regions: Sequence[Any], prompt: str | Sequence[str]
+    ) -> VLMInputs:
         """Encode regions, splice them into the prompt(s), run the processor.
 
         Args:
@@ -253,5 +261,5 @@ class MaskAwareVLM:
         generate_kwargs.setdefault("do_sample", False)
         with torch.no_grad(), self.adapters(prepared.tokens):
             out = self.model.generate(**prepared.inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-        new = out[:, prepared.inputs["input_ids"].shape[1]:]  # (B, T)
+        new = out[:, prepared.inputs["input_ids"].shape[1] :]  # (B, T)
         return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

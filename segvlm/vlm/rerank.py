@@ -58,8 +58,14 @@ class VLMReferringReranker:
         max_new_tokens: answer length.
     """
 
-    def __init__(self, vlm: Any, style: str = "alpha", max_candidates: int = 9, question: str = DEFAULT_QUESTION,
-                 max_new_tokens: int = 8):
+    def __init__(
+        self,
+        vlm: Any,
+        style: str = "alpha",
+        max_candidates: int = 9,
+        question: str = DEFAULT_QUESTION,
+        max_new_tokens: int = 8,
+    ):
         self.vlm, self.style, self.max_candidates = vlm, style, max_candidates
         self.question, self.max_new_tokens = question, max_new_tokens
 

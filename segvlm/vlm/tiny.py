@@ -139,8 +139,10 @@ def _qwen_processor(processor_cls, tok, patch: int = 8):
 
     factor = patch * 2
     image_processor = Qwen2VLImageProcessor(
-        patch_size=patch, merge_size=2, temporal_patch_size=2, size={"shortest_edge": 4 * factor**2,
-                                                                    "longest_edge": 64 * factor**2}
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": 4 * factor**2, "longest_edge": 64 * factor**2},
     )
     video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2)
     return processor_cls(image_processor=image_processor, tokenizer=tok, video_processor=video_processor)

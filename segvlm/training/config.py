@@ -1,0 +1,211 @@
+"""Typed settings of a region-caption training run, read from YAML.
+
+A YAML file maps key for key onto :class:`TrainConfig` (nested sections onto the nested dataclasses);
+unknown keys are refused with the list of valid ones, so a typo fails before any model is loaded::
+
+    model: {model: "tiny-random:smolvlm", mask_tokenizer: pooled}
+    trainable: {mask_tokenizer: true, lm: false, lora: {enabled: true, r: 8}}
+    data: {train: "scenes:2000:0", eval: "scenes:200:1", answer_field: caption}
+    optim: {lr: 1.0e-3, max_steps: 500, batch_size: 16, grad_accum: 2}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    """Which VLM and which mask tokenizer design.
+
+    Attributes:
+        model: hub id, local folder, or ``tiny-random:<family>`` (built offline).
+        mask_tokenizer: design name (``pooled``, ``encoder``, ``set_of_mark``, ``text``).
+        mask_tokenizer_args: constructor arguments of that design (e.g. ``feature_layers: [0, -1]``).
+    """
+
+    model: str = "tiny-random:smolvlm"
+    mask_tokenizer: str = "pooled"
+    mask_tokenizer_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters on the language model's attention projections (peft).
+
+    Attributes:
+        enabled: add adapters and train them.
+        r, alpha, dropout: the usual LoRA settings.
+        target_modules: a regex on module names (peft's ``target_modules`` as a string).
+    """
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str = r".*(text_model|language_model)\..*\.(q_proj|k_proj|v_proj|o_proj)$"
+
+
+@dataclass
+class TrainableConfig:
+    """Which parameters learn; everything else stays frozen.
+
+    Attributes:
+        mask_tokenizer: the design's own weights (pooled projectors, encoder mask conv).
+        connector: the vision-to-language projector (SmolVLM connector, Qwen2-VL merger, LLaVA projector).
+        lm: the whole language model (embeddings, decoder layers, LM head).
+        vision: the vision tower.
+        lora: LoRA adapters on the language model.
+    """
+
+    mask_tokenizer: bool = True
+    connector: bool = False
+    lm: bool = False
+    vision: bool = False
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class DataConfig:
+    """Where examples come from and how they become prompts and answers.
+
+    One example is one region of one row: the prompt names it as ``{region1}`` and the answer is the
+    region's ``answer_field`` (``caption``, ``label`` or ``phrase``).
+
+    Attributes:
+        train: a dataset folder (``save_to_disk`` / the builder's output) or ``scenes:<n>[:<seed>]``.
+        eval: the held-out dataset, same forms; None to hold out ``eval_fraction`` of the sources of ``train``.
+        eval_fraction: share of sources held out when ``eval`` is None (split by source, never by frame).
+        max_eval_examples: cap on held-out examples per evaluation (None = all).
+        prompt: the user prompt; ``{region1}`` is the designated region.
+        use_regions: give the region to the model; False runs the no-region baseline with ``prompt_without_regions``.
+        prompt_without_regions: the prompt when ``use_regions`` is False.
+        answer_field: which region field is the target text.
+        answer_prefix: text put before every answer (``" "`` for BPE tokenizers whose words start with a space).
+        choices: optional closed set of answers; evaluation then also reports choice accuracy
+            (argmax over the first token of each choice; the first tokens must differ).
+        scene_config: settings of :class:`segvlm.scenes.SceneConfig` for ``scenes:`` sources.
+    """
+
+    train: str = "scenes:1000:0"
+    eval: str | None = None
+    eval_fraction: float = 0.1
+    max_eval_examples: int | None = None
+    prompt: str = "Describe {region1}."
+    use_regions: bool = True
+    prompt_without_regions: str = "Describe the object."
+    answer_field: str = "caption"
+    answer_prefix: str = ""
+    choices: list[str] | None = None
+    scene_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and then a constant or cosine rate.
+
+    Attributes:
+        lr, weight_decay, betas: AdamW settings.
+        warmup_steps: linear warmup from 0.
+        schedule: ``constant`` or ``cosine`` (to 0 at ``max_steps``) after warmup.
+        max_steps: optimizer steps in the run.
+        batch_size: examples per process per micro-batch.
+        grad_accum: micro-batches per optimizer step.
+        max_grad_norm: clip the global gradient norm (0 = off).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 20
+    schedule: str = "constant"
+    max_steps: int = 200
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """A whole run.
+
+    Attributes:
+        output_dir: checkpoints (``checkpoint-<step>/``), ``metrics.jsonl`` and ``final/`` go here.
+        seed: seeds the model init RNG, the data order and dropout.
+        mixed_precision: ``auto`` (bf16 on a GPU that supports it, else full precision), ``no``, ``bf16``, ``fp16``.
+        eval_every: evaluate every N optimizer steps (0 = only at the end).
+        save_every: write a checkpoint every N optimizer steps (0 = only at the end).
+        keep_checkpoints: how many recent checkpoints to keep (0 = all).
+        log_every: write a training-loss record every N steps.
+        resume: continue from the newest checkpoint in ``output_dir`` when there is one.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    output_dir: str = "runs/region-captioner"
+    seed: int = 0
+    mixed_precision: str = "auto"
+    eval_every: int = 100
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.optim.schedule not in ("constant", "cosine"):
+            raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
+        if isinstance(self.optim.betas, list):
+            self.optim.betas = tuple(self.optim.betas)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def train_config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a nested dict, refusing unknown keys (with the valid ones listed)."""
+    from segvlm.config import _build
+
+    return _build(TrainConfig, values, "train config")
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML file onto :class:`TrainConfig`, then apply nested ``overrides``.
+
+    Raises:
+        segvlm.errors.ConfigError: the file is missing, not YAML, not a mapping, or has unknown keys.
+    """
+    import yaml
+
+    from segvlm.errors import ConfigError
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"train config not found: {path}; see segvlm/presets/train/ for examples")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    return train_config_from_dict(_merge(data, overrides or {}))
