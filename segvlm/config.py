@@ -140,8 +140,8 @@ def list_presets() -> list[str]:
     return sorted(path.stem for path in _preset_dir().glob("*.yaml") if not path.stem.startswith("_"))
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate a (possibly nested) config dataclass from a dict, refusing unknown keys."""
+def from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate a (possibly nested) config dataclass from a dict, refusing unknown keys (naming the valid ones)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -152,32 +152,40 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     for name, value in values.items():
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value or {}, f"{where}.{name}")
+            kwargs[name] = from_dict(type(default), value or {}, f"{where}.{name}")
         else:
             kwargs[name] = value
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_nested(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base``, recursing into nested mappings."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_nested(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML file; :class:`ConfigError` when it is not valid YAML or not a mapping."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A pipeline config file, with ``extends: <preset>`` resolved."""
+    data = read_yaml_mapping(path)
     parent = data.pop("extends", None)
     if parent:
-        data = _merge(_preset_dict(parent), data)
+        data = merge_nested(_preset_dict(parent), data)
     return data
 
 
@@ -209,6 +217,6 @@ def load_config(
             data = _read_yaml(path)
         else:
             data = _preset_dict(str(preset_or_path))
-    data = _merge(data, overrides or {})
-    data = _merge(data, {key: value for key, value in top_level.items() if value is not None})
-    return _build(PipelineConfig, data, "config")
+    data = merge_nested(data, overrides or {})
+    data = merge_nested(data, {key: value for key, value in top_level.items() if value is not None})
+    return from_dict(PipelineConfig, data, "config")

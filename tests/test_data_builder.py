@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from build_helpers import build_command, check_exactly_once, subprocess_env
 
 from segvlm.data.builder import BuildConfig, BuildMismatchError, build_dataset
 from segvlm.data.testing import SyntheticLabeler, write_test_image, write_test_video
@@ -218,43 +217,12 @@ def _wait_for_ledger_lines(path: Path, count: int, proc: subprocess.Popen, timeo
     pytest.fail(f"no {count} ledger lines after {timeout}s")
 
 
-def build_command(inputs: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(REPO / "pipelines" / "build_dataset.py"),
-        "build",
-        str(inputs),
-        "--out",
-        str(out),
-        "-q",
-        "red square",
-        "-q",
-        "green square",
-        "--labeler",
-        "segvlm.data.testing:SlowSyntheticLabeler",
-        *extra,
-    ]
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-
-
-def check_exactly_once(out: Path, expected: set[tuple[str, int]]) -> None:
-    import datasets
-
-    ds = datasets.load_from_disk(str(out))
-    pairs = list(zip(ds["source"], ds["frame_index"], strict=True))
-    assert len(pairs) == len(set(pairs)), "duplicated rows after resume"
-    assert set(pairs) == expected, "lost rows after resume"
-
-
 def test_kill_9_mid_build_then_rerun_gives_every_item_once(tmp_path):
     media = tmp_path / "media"
     for index in range(6):
         write_test_video(media / f"v{index}.mp4", frames=5)
     out = tmp_path / "out"
-    command = build_command(media, out)
+    command = build_command(media, out, queries=("red square", "green square"))
     proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_ledger_lines(out / "ledger.jsonl", 2, proc)
     time.sleep(0.1)  # land somewhere inside the next unit

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from build_helpers import build_command, check_exactly_once, subprocess_env
 
 from segvlm.data.builder import BuildConfig, build_dataset
 from segvlm.data.ray_job import RayOptions
@@ -18,35 +18,6 @@ from segvlm.data.testing import SyntheticLabeler, write_test_image, write_test_v
 ray = pytest.importorskip("ray")
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def build_command(inputs: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(REPO / "pipelines" / "build_dataset.py"),
-        "build",
-        str(inputs),
-        "--out",
-        str(out),
-        "-q",
-        "red square",
-        "--labeler",
-        "segvlm.data.testing:SlowSyntheticLabeler",
-        *extra,
-    ]
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-
-
-def check_exactly_once(out: Path, expected: set[tuple[str, int]]) -> None:
-    import datasets
-
-    ds = datasets.load_from_disk(str(out))
-    pairs = list(zip(ds["source"], ds["frame_index"], strict=True))
-    assert len(pairs) == len(set(pairs)), "duplicated rows after resume"
-    assert set(pairs) == expected, "lost rows after resume"
 
 
 @pytest.fixture(scope="module")

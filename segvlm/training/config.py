@@ -170,21 +170,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def train_config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """A :class:`TrainConfig` from a nested dict, refusing unknown keys (with the valid ones listed)."""
-    from segvlm.config import _build
+    from segvlm.config import from_dict
 
-    return _build(TrainConfig, values, "train config")
+    return from_dict(TrainConfig, values, "train config")
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -193,8 +183,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     Raises:
         segvlm.errors.ConfigError: the file is missing, not YAML, not a mapping, or has unknown keys.
     """
-    import yaml
-
+    from segvlm.config import merge_nested, read_yaml_mapping
     from segvlm.errors import ConfigError
 
     data: dict[str, Any] = {}
@@ -202,10 +191,5 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"train config not found: {path}; see segvlm/presets/train/ for examples")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from error
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
-    return train_config_from_dict(_merge(data, overrides or {}))
+        data = read_yaml_mapping(path)
+    return train_config_from_dict(merge_nested(data, overrides or {}))
