@@ -92,6 +92,9 @@ class TrackingConfig:
             ``reground_every``; 0 disables back-filling.
         max_objects: at most this many objects are tracked at once.
         min_mask_area: masks with fewer pixels count as "not visible".
+        reid_similarity: with the CLIP re-ranker loaded, an ended track is revived under its old id for a new
+            detection of the same label whose crop has at least this cosine similarity with the track's last
+            appearance (above 1 disables it).
     """
 
     reground_every: int = 15
@@ -100,6 +103,7 @@ class TrackingConfig:
     backfill_frames: int | None = None
     max_objects: int = 20
     min_mask_area: int = 16
+    reid_similarity: float = 0.9
 
     @property
     def backfill(self) -> int:

@@ -10,7 +10,9 @@ The tracking policy (see :class:`segvlm.config.TrackingConfig`):
 3. A new track is propagated backwards over the last ``backfill_frames`` frames (kept in a small ring
    buffer), so its masklet starts where the object entered, not where the detector first saw it.
 4. A track whose mask stays empty for ``max_lost_frames`` frames ends and leaves the session; until then the
-   segmenter's memory can re-acquire it under the same id.
+   segmenter's memory can re-acquire it under the same id. After that, when the CLIP re-ranker is loaded, a
+   new detection with the same label whose crop embeds close to the track's last appearance (cosine >=
+   ``reid_similarity``) revives the ended track under its old id.
 
 Frames stream through: decoding and the segmenter's preprocessing run on a background thread, the
 segmenter keeps only its memory window, results are stored as RLE.
@@ -30,6 +32,7 @@ import numpy as np
 from segvlm.config import PipelineConfig, load_config
 from segvlm.errors import VideoReadError
 from segvlm.grounding.base import Grounder
+from segvlm.grounding.rerank import crop
 from segvlm.masks import RLE, box_iou_matrix, mask_iou
 from segvlm.query import parse_query
 from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
@@ -58,10 +61,20 @@ class Progress:
 
 @dataclass
 class _TrackState:
+    """What the tracker keeps per track.
+
+    Attributes:
+        last_crop: the object's pixels at its last visible frame (kept only when re-identification is on).
+        appearance: unit CLIP embedding of ``last_crop``, computed when the track ends.
+    """
+
     label: str
     phrase: str
     score: float
     lost_frames: int = 0
+    ended: bool = False
+    last_crop: np.ndarray | None = None
+    appearance: np.ndarray | None = None
 
 
 @dataclass
@@ -117,17 +130,35 @@ class _Tracker:
         last = self.frames[-1] if self.frames else None
         running = [obj for obj in (last.objects if last else []) if obj.track_id in self.tracks]
         ious = box_iou_matrix(np.asarray([d.box_xyxy for d in detections]), np.asarray([o.box_xyxy for o in running]))
-        candidates = []
+        active = sum(not state.ended for state in self.tracks.values())
+        candidates: list[_Candidate] = []
         for row, detection in enumerate(detections):
             if running and ious[row].max() >= tracking.match_iou:
                 matched = running[int(ious[row].argmax())]
                 self.tracks[matched.track_id].score = detection.score
                 continue
-            if len(self.tracks) + len(candidates) >= tracking.max_objects:
+            if active + len(candidates) >= tracking.max_objects:
                 break
-            candidates.append(_Candidate(self.next_id, detection))
-            self.next_id += 1
+            revived = self._reidentify(image, detection, taken={c.obj_id for c in candidates})
+            if revived is None:
+                revived, self.next_id = self.next_id, self.next_id + 1
+            candidates.append(_Candidate(revived, detection))
         return candidates
+
+    def _reidentify(self, image: np.ndarray, detection: Detection, taken: set[int]) -> int | None:
+        """The id of an ended track with the same label that this detection looks like, if the re-ranker is on."""
+        reranker = self.pipeline.reranker
+        ended = {
+            track_id: state
+            for track_id, state in self.tracks.items()
+            if state.ended and state.appearance is not None and state.label == detection.label and track_id not in taken
+        }
+        if reranker is None or not ended:
+            return None
+        query = reranker.image_embeddings([crop(image, detection.box_xyxy)])[0]  # (D,)
+        similarity = {track_id: float(state.appearance @ query) for track_id, state in ended.items()}
+        best = max(similarity, key=similarity.get)
+        return best if similarity[best] >= self.pipeline.config.tracking.reid_similarity else None
 
     def _accept_candidates(self, candidates: list[_Candidate], output: FrameMasks) -> list[_Candidate]:
         """Keep candidates whose mask is new; remove duplicates of running tracks (and of each other)."""
@@ -135,7 +166,12 @@ class _Tracker:
             return []
         tracking = self.pipeline.config.tracking
         masks = dict(zip(output.obj_ids, output.masks))
-        known = [masks[track_id] for track_id in self.tracks if track_id in masks and masks[track_id].any()]
+        candidate_ids = {c.obj_id for c in candidates}  # a revived candidate reuses an ended track's id
+        known = [
+            masks[track_id]
+            for track_id, state in self.tracks.items()
+            if not state.ended and track_id not in candidate_ids and track_id in masks and masks[track_id].any()
+        ]
         accepted, rejected = [], []
         for candidate in candidates:
             mask = masks.get(candidate.obj_id)
@@ -173,11 +209,22 @@ class _Tracker:
             else:
                 state.lost_frames = 0
                 objects.append(obj)
+                if self.pipeline.reranker is not None:  # remember the last appearance for re-identification
+                    state.last_crop = crop(frame.image, obj.box_xyxy).copy()
+        for track_id in ended:
+            self._end(track_id)
         if ended and self.session is not None:
             self.session.remove_objects(ended)
         return FrameResult(
             frame.index, self.height, self.width, frame.timestamp, sorted(objects, key=lambda o: o.track_id)
         )
+
+    def _end(self, track_id: int) -> None:
+        state = self.tracks[track_id]
+        state.ended = True
+        if state.last_crop is not None and self.pipeline.reranker is not None:
+            state.appearance = self.pipeline.reranker.image_embeddings([state.last_crop])[0]  # (D,)
+        state.last_crop = None
 
     def _backfill(self, candidate: _Candidate, found: ObjectMask | None, image: np.ndarray) -> None:
         """Propagate a new object backwards over the buffered frames until it disappears."""

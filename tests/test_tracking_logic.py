@@ -133,3 +133,28 @@ def test_stride_and_max_frames_map_to_source_indices():
     assert result.info.stride == 3
     with pytest.raises(KeyError, match="was not processed"):
         result.frame(4)
+
+
+@pytest.mark.parametrize("with_reranker", [True, False])
+def test_an_ended_track_is_revived_by_the_clip_reranker(with_reranker):
+    """The red box leaves long enough for its track to end, then returns: with CLIP it keeps id 1."""
+    from segvlm.config import RerankerConfig
+    from segvlm.grounding.rerank import ClipReranker
+
+    path = [(5, 5)] * 5 + [None] * 6 + [(5, 40)] * 5
+    blue = Sprite("blue", BLUE, (10, 10), [(40, 70)] * 16)
+    frames, _ = render([Sprite("red", RED, (10, 12), path), blue], H, W, 16)
+    grounder, segmenter = ColourGrounder({"red box": RED, "blue box": BLUE}), ColourSegmenter()
+    reranker = ClipReranker.from_config(RerankerConfig(model="tiny-random:clip")) if with_reranker else None
+    config = PipelineConfig(tracking=TrackingConfig(reground_every=4, max_lost_frames=2, min_mask_area=1))
+    result = Pipeline(config, grounder=grounder, segmenter=segmenter, reranker=reranker)(
+        ["red box", "blue box"], frames
+    )
+
+    red_ids = sorted({obj.track_id for frame in result for obj in frame if obj.label == "red box"})
+    if with_reranker:
+        assert red_ids == [1]
+        assert result.track(1).frame_indices == (0, 1, 2, 3, 4, 11, 12, 13, 14, 15)  # 11 by back-filling
+    else:
+        assert red_ids == [1, 3]  # without appearance memory the returning object is a new track
+    assert result.track(2).label == "blue box" and len(result.track(2)) == 16

@@ -51,24 +51,32 @@ class ClipReranker:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
         return cls(model.eval(), preprocess, open_clip.get_tokenizer(name), config, device)
 
-    def similarities(self, image: np.ndarray, detections: list[Detection]) -> np.ndarray:
-        """``logit_scale * cosine(crop_i, phrase_i)`` for every detection: an (N,) array."""
+    def image_embeddings(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Unit-norm CLIP embeddings of RGB crops: an (N, D) float32 array (used for re-identification too)."""
         import torch
         from PIL import Image
 
-        crops = torch.stack([self.preprocess(Image.fromarray(crop(image, d.box_xyxy))) for d in detections])
+        pixels = torch.stack([self.preprocess(Image.fromarray(c)) for c in crops]).to(self.device)  # (N, 3, S, S)
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels)  # (N, D)
+            features = features / features.norm(dim=-1, keepdim=True)
+        return features.float().cpu().numpy()
+
+    def similarities(self, image: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """``logit_scale * cosine(crop_i, phrase_i)`` for every detection: an (N,) array."""
+        import torch
+
+        image_features = self.image_embeddings([crop(image, d.box_xyxy) for d in detections])  # (N, D)
         labels = [d.label for d in detections]
         phrases = list(dict.fromkeys(labels))
         with torch.inference_mode():
-            image_features = self.model.encode_image(crops.to(self.device))  # (N, D)
             tokens = self.tokenizer([f"a photo of a {phrase}" for phrase in phrases]).to(self.device)
             text_features = self.model.encode_text(tokens)  # (P, D)
-            image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-            text_features = text_features / text_features.norm(dim=-1, keepdim=True)  # (P, D)
-            cosine = image_features @ text_features.T  # (N, P)
-            scale = self.model.logit_scale.exp()
-        own = cosine[torch.arange(len(detections)), torch.tensor([phrases.index(label) for label in labels])]
-        return (scale * own).float().cpu().numpy()
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+            scale = float(self.model.logit_scale.exp())
+        cosine = image_features @ text_features.float().cpu().numpy().T  # (N, P)
+        own = cosine[np.arange(len(detections)), [phrases.index(label) for label in labels]]  # (N,)
+        return (scale * own).astype(np.float32)
 
     def rerank(self, image: np.ndarray, detections: list[Detection]) -> list[Detection]:
         """Detections with re-ranked scores, best first; those under ``min_score`` are dropped."""
