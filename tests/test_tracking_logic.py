@@ -158,3 +158,11 @@ def test_an_ended_track_is_revived_by_the_clip_reranker(with_reranker):
     else:
         assert red_ids == [1, 3]  # without appearance memory the returning object is a new track
     assert result.track(2).label == "blue box" and len(result.track(2)) == 16
+
+
+def test_max_objects_counts_running_tracks_only():
+    red = Sprite("red", RED, (10, 12), [(5, 5)] * 3 + [None] * 9)
+    blue = Sprite("blue", BLUE, (10, 12), [None] * 8 + [(40, 60)] * 4)
+    frames, _ = render([red, blue], H, W, 12)
+    pipe, _, _ = make_pipeline(max_objects=1, max_lost_frames=1, reground_every=4)
+    assert pipe(["red box", "blue box"], frames).track_ids == [1, 2]  # red ended before blue arrived
