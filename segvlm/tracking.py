@@ -198,7 +198,7 @@ class _Tracker:
         tracking = self.pipeline.config.tracking
         objects, ended = [], []
         for obj_id, mask in zip(output.obj_ids, output.masks):
-            if obj_id not in self.tracks:
+            if obj_id not in self.tracks or self.tracks[obj_id].ended:  # rejected candidates, ended tracks
                 continue
             obj = self._object_mask(obj_id, mask)
             state = self.tracks[obj_id]
