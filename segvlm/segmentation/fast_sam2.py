@@ -161,7 +161,8 @@ def _fast_prepare(
     """Drop-in for ``Sam2VideoModel._prepare_memory_conditioned_features`` using a :class:`MemoryCache`."""
     cache: MemoryCache | None = getattr(self, _ATTRIBUTE, None)
     original = type(self)._prepare_memory_conditioned_features
-    if cache is None or self.num_maskmem == 0 or is_initial_conditioning_frame:
+
+    def uncached() -> torch.Tensor:
         return original(
             self,
             inference_session,
@@ -174,6 +175,9 @@ def _fast_prepare(
             track_in_reverse_time,
             streaming,
         )
+
+    if cache is None or self.num_maskmem == 0 or is_initial_conditioning_frame:
+        return uncached()
     batch_size = current_vision_features.size(1)
     num_channels = self.hidden_dim
     height, width = self.backbone_feature_sizes[-1]
@@ -186,18 +190,7 @@ def _fast_prepare(
             continue
         features = output["maskmem_features"]
         if features.device != device or features.dtype != dtype:  # offloaded state: no stable identity to cache
-            return original(
-                self,
-                inference_session,
-                frame_idx,
-                obj_idx,
-                is_initial_conditioning_frame,
-                current_vision_features,
-                current_vision_positional_embeddings,
-                num_total_frames,
-                track_in_reverse_time,
-                streaming,
-            )
+            return uncached()
         entries.append(cache.entry(self, features, output["maskmem_pos_enc"]))
         offsets.append(offset)
 
