@@ -8,12 +8,13 @@ re-readable: a path or a list of frames, not a one-shot iterator.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segvlm.masks import RLE
-from segvlm.segmentation.base import ObjectPrompt
+from segvlm.segmentation.base import FrameMasks, ObjectPrompt
 from segvlm.types import Box, ObjectMask
 from segvlm.video import read_frames
 
@@ -60,14 +61,12 @@ class Corrector:
         self.result.track(track_id)  # KeyError naming the known ids
         return self.result.position_of(frame_index)
 
-    def _images(self, first: int, last: int) -> list[np.ndarray]:
+    def _images(self, first: int, last: int) -> Iterator[np.ndarray]:
         """Decoded frames at processed positions ``first..last`` (inclusive), streamed from the source."""
         info = self.result.info
-        images = []
         for position, frame in enumerate(read_frames(self.video, stride=info.stride, max_frames=last + 1)):
             if position >= first:
-                images.append(frame.image)
-        return images
+                yield frame.image
 
     def _template(self, track_id: int) -> ObjectMask | None:
         for frame in self.result:
@@ -84,14 +83,10 @@ class Corrector:
         label = template.label if template else label
         phrase = template.phrase if template else self.result.query
         score = template.score if template else 1.0
-        last = len(self.result) - 1
-        forward = segmenter.track_clip(self._images(position, last), [prompt])
-        updates = dict(zip(range(position, last + 1), forward))
-        if backwards and position > 0:
-            reverse = segmenter.track_clip(self._images(0, position)[::-1], [prompt])
-            updates.update(zip(range(position, -1, -1), reverse))
         min_area = self.pipeline.config.tracking.min_mask_area
-        for target, output in updates.items():
+
+        def apply(target: int, output: FrameMasks) -> int:
+            """Replace the track's mask in processed frame ``target``; returns that frame's position."""
             frame = self.result[target]
             others = [obj for obj in frame.objects if obj.track_id != track_id]
             mask = output.masks[output.obj_ids.index(track_id)] if track_id in output.obj_ids else None
@@ -99,4 +94,14 @@ class Corrector:
                 rle = RLE.encode(mask)
                 others.append(ObjectMask(track_id, label, phrase, score, rle.bbox_xyxy(), rle))
             frame.objects = sorted(others, key=lambda obj: obj.track_id)
-        return [self.result[target].frame_index for target in sorted(updates)]
+            return target
+
+        last = len(self.result) - 1
+        # Forwards the frames stream through; backwards needs them reversed, so frames 0..position are held.
+        forward = segmenter.track_clip(self._images(position, last), [prompt])
+        changed = {apply(target, output) for target, output in zip(range(position, last + 1), forward)}
+        if backwards and position > 0:
+            past = list(self._images(0, position))[::-1]
+            reverse = segmenter.track_clip(past, [prompt])
+            changed |= {apply(target, output) for target, output in zip(range(position, -1, -1), reverse)}
+        return [self.result[target].frame_index for target in sorted(changed)]

@@ -233,7 +233,8 @@ class _Tracker:
         past = list(reversed(self.history))  # most recent first
         clip = [image] + [past_image for _, past_image in past]
         outputs = self.pipeline.segmenter.track_clip(clip, [ObjectPrompt(candidate.obj_id, mask=found.mask)])
-        for (position, _), output in zip(past, outputs[1:]):
+        next(outputs)  # the frame where it was found, already in the result
+        for (position, _), output in zip(past, outputs):
             obj = self._object_mask(candidate.obj_id, output.masks[0]) if len(output.obj_ids) else None
             if obj is None:
                 return

@@ -31,7 +31,7 @@ def test_entering_object_gets_new_id_and_is_backfilled():
     red = Sprite("red", RED, (10, 12), [(5, 5 + t) for t in range(20)])
     blue = Sprite("blue", BLUE, (12, 10), [None] * 7 + [(40, 80 - 2 * t) for t in range(13)])
     frames, truth = render([red, blue], H, W, 20)
-    pipe, grounder, _ = make_pipeline()
+    pipe, grounder, segmenter = make_pipeline()
     result = pipe("the red box and the blue box", frames)
 
     assert len(result) == 20
@@ -45,6 +45,8 @@ def test_entering_object_gets_new_id_and_is_backfilled():
     for index, mask in masks_of(result, 1).items():
         assert np.array_equal(mask, truth["red"][index])
     assert len(grounder.calls) == 4  # frames 0, 5, 10, 15
+    # The back-fill session stops at frame 6 where the box is gone: 10, 9, 8, 7, 6 and not frame 5.
+    assert [session.steps for session in segmenter.sessions[1:]] == [5]
 
 
 def test_leaving_object_ends_its_track():

@@ -9,7 +9,7 @@ short-lived session over a list of frames (used to back-fill objects found late 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,12 +101,16 @@ class VideoSegmenter(ABC):
         """Model input for one frame; safe to call on a background thread. Default: none needed."""
         return None
 
-    def track_clip(self, frames: Sequence[np.ndarray], prompts: Sequence[ObjectPrompt]) -> list[FrameMasks]:
-        """Track ``prompts`` (given on ``frames[0]``) through ``frames`` in a fresh session."""
-        if not frames:
-            return []
-        height, width = frames[0].shape[:2]
-        session = self.start(height, width)
-        results = [session.step(frames[0], prompts)]
-        results.extend(session.step(frame) for frame in frames[1:])
-        return results
+    def track_clip(self, frames: Iterable[np.ndarray], prompts: Sequence[ObjectPrompt]) -> Iterator[FrameMasks]:
+        """Track ``prompts`` (given on the first frame) through ``frames`` in a fresh session.
+
+        Lazy: one frame is read and segmented per output consumed, so a caller that stops early (an object
+        that vanished) saves the rest of the compute, and a streamed clip is never held in memory.
+        """
+        session = None
+        for frame in frames:
+            if session is None:
+                session = self.start(*frame.shape[:2])
+                yield session.step(frame, prompts)
+            else:
+                yield session.step(frame)
