@@ -8,8 +8,9 @@ for the program. Imports are lazy: ``import segvlm.agents`` loads neither langch
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from segvlm.lazy import lazy_getattr
 
 _EXPORTS = {
     "AgentToolsConfig": "segvlm.agents.config",
@@ -42,7 +43,4 @@ if TYPE_CHECKING:
     from segvlm.agents.tools import get_openai_tools, get_tools
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'segvlm.agents' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -10,8 +10,7 @@ when a function needs them. Typical use::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from segvlm.lazy import lazy_getattr
 
 _EXPORTS = {
     "BuildConfig": "segvlm.data.builder",
@@ -39,11 +38,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'segvlm.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

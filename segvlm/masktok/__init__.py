@@ -12,8 +12,9 @@ The heavy designs import torch only when they are used, so ``import segvlm.maskt
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from segvlm.lazy import lazy_getattr
 
 _EXPORTS = {
     "MaskTokens": "segvlm.masktok.base",
@@ -92,7 +93,4 @@ if TYPE_CHECKING:
     from segvlm.masktok.visual_prompt import SetOfMarkTokenizer, draw_marks
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'segvlm.masktok' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -8,8 +8,7 @@ Heavy libraries (torch, accelerate, transformers) load only when a name below is
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from segvlm.lazy import lazy_getattr
 
 _EXPORTS = {
     "TrainConfig": "segvlm.training.config",
@@ -35,11 +34,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'segvlm.training' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -9,8 +9,9 @@ Imports are lazy so that ``import segvlm.vlm`` does not import torch or transfor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from segvlm.lazy import lazy_getattr
 
 _EXPORTS = {
     "MaskAwareVLM": "segvlm.vlm.model",
@@ -41,7 +42,4 @@ if TYPE_CHECKING:
     from segvlm.vlm.rerank import RerankChoice, VLMReferringReranker, parse_choice
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'segvlm.vlm' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
