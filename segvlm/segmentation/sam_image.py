@@ -78,34 +78,33 @@ class SamImageSegmenter(VideoSegmenter):
     def segment(self, image: np.ndarray, prompts: Sequence[ObjectPrompt]) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) masks and (N,) predicted IoU scores for one prompt per object, one at a time.
 
-        Objects are decoded separately because their prompts may mix boxes and clicks; the image embedding is
-        computed once and shared.
+        The image is preprocessed and embedded once; each object's prompt is scaled to the resized image as
+        SAM's processor does (x by new_w / W, y by new_h / H) and decoded separately, because prompts may mix
+        boxes and clicks.
         """
         import torch
 
         height, width = image.shape[:2]
-        inputs = self.processor(images=image, return_tensors="pt").to(self.device)
+        inputs = self.processor(images=image, return_tensors="pt")
+        new_h, new_w = (int(v) for v in inputs["reshaped_input_sizes"][0])
+        scale = torch.tensor([new_w / width, new_h / height], dtype=torch.float64)  # (2,) x, y
         masks, scores = [], []
         with torch.inference_mode():
-            embeddings = self.model.get_image_embeddings(inputs.pixel_values.to(self.dtype))
+            embeddings = self.model.get_image_embeddings(inputs.pixel_values.to(self.device, self.dtype))
             for prompt in prompts:
                 kwargs = {}
                 if prompt.box is not None:
-                    kwargs["input_boxes"] = [[list(map(float, prompt.box))]]
+                    box = torch.tensor(prompt.box, dtype=torch.float64).reshape(2, 2) * scale  # (2, 2) corners
+                    kwargs["input_boxes"] = box.reshape(1, 1, 4).float().to(self.device)  # (image, box, 4)
                 if prompt.points:
-                    kwargs["input_points"] = [[[list(map(float, p)) for p in prompt.points]]]
-                    kwargs["input_labels"] = [[list(map(int, prompt.labels))]]
-                encoded = self.processor(images=image, return_tensors="pt", **kwargs).to(self.device)
-                encoded.pop("pixel_values")
-                output = self.model(
-                    image_embeddings=embeddings,
-                    multimask_output=False,
-                    **{key: value for key, value in encoded.items() if key.startswith("input_")},
-                )
+                    points = torch.tensor(prompt.points, dtype=torch.float64) * scale  # (P, 2)
+                    kwargs["input_points"] = points[None, None].float().to(self.device)  # (image, 1, P, 2)
+                    kwargs["input_labels"] = torch.tensor([[prompt.labels]], device=self.device)  # (image, 1, P)
+                output = self.model(image_embeddings=embeddings, multimask_output=False, **kwargs)
                 mask = self.processor.post_process_masks(
                     output.pred_masks.float().cpu(),
-                    encoded["original_sizes"].cpu(),
-                    encoded["reshaped_input_sizes"].cpu(),
+                    inputs["original_sizes"],
+                    inputs["reshaped_input_sizes"],
                     mask_threshold=self.config.mask_threshold,
                 )[0]  # (1, 1, H, W) bool
                 masks.append(mask[0, 0].numpy().astype(bool))
