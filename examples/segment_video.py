@@ -31,10 +31,12 @@ def main() -> None:
     for track in result.tracks():
         print(f"track {track.track_id} ({track.label}): frames {track.first_frame}-{track.last_frame}")
 
-    # A person spots a missed object on frame 2 and boxes it; it is tracked forwards and backwards.
+    # A person spots a missed object on frame 2 and boxes it; it is tracked forwards and backwards. The
+    # session keeps every prompt and can undo; with folder=... it would also save each edit as it happens.
+    session = pipe.correct(result, args.video)
     height, width = result.info.height, result.info.width
-    new_id = result.add_object(frame_index=2, box_xyxy=(width * 0.1, height * 0.1, width * 0.4, height * 0.5))
-    print(f"added track {new_id}: {len(result.track(new_id))} frames")
+    edit = session.add_object(2, box=(width * 0.1, height * 0.1, width * 0.4, height * 0.5), label="missed")
+    print(f"added track {edit.track_id}: {len(result.track(edit.track_id))} frames")
 
     result.save(args.out, overlay=True)
     print(f"wrote {args.out}/masks.json and {args.out}/overlay.mp4")

@@ -17,12 +17,16 @@ Other modes:
   run, each in its own subprocess so the runs do not share a high-water mark (``rss_ratio``).
 * ``--end-to-end``: the full pipeline (decode, prefetch/preprocess, a fixed grounder, tracking, RLE, saving
   the result) against the time spent inside the segmenter's ``step``; reports the overhead in percent.
+* ``--edit``: a correction session on an N-frame video whose track already holds a box and 3 corrections;
+  the time of one more click (re-propagated up to the next prompt) against re-propagating the track over
+  the whole video (``propagate_all``), and the latency of a click re-segmenting only the frame in view.
 
 Examples::
 
     python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --frames 12 --json out.json
     python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --memory-frames 2000 --json mem.json
     python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --end-to-end --frames 12
+    python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --edit --frames 300 --model tiny-random:sam2
 """
 
 from __future__ import annotations
@@ -529,6 +533,65 @@ def run_end_to_end(args) -> dict:
     }
 
 
+def run_edit(args) -> dict:
+    """One more edit on a track with 3 corrections, against re-propagating the track over the whole video."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.corrections import CorrectionSession
+    from segvlm.segmentation.sam2 import Sam2VideoSegmenter
+    from segvlm.types import FrameResult, VideoInfo, VideoSegmentation
+
+    frames = load_frames(args.video, args.frames)
+    height, width = frames[0].shape[:2]
+    config = SegmenterConfig(model=args.model, dtype=args.dtype)
+    segmenter = Sam2VideoSegmenter.from_config(config, device=args.device)
+    count = len(frames)
+    empty = VideoSegmentation(
+        VideoInfo("<frames>", height, width),
+        "object",
+        ["object"],
+        [FrameResult(i, height, width) for i in range(count)],
+    )
+    session = CorrectionSession.create(empty, segmenter, video=frames)
+    box = tuple(args.box) if args.box else default_box(height, width)
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    track = session.add_object(0, box=box, propagate="none").track_id
+    for position in (count // 4, count // 2, 3 * count // 4):
+        session.add_points(track, position, [centre], [1], propagate="none")
+
+    start = time.perf_counter()
+    whole = session.propagate_all()
+    full_seconds = time.perf_counter() - start
+
+    edited = count // 3  # between the corrections on count/4 and count/2
+    start = time.perf_counter()
+    edit = session.add_points(track, edited, [(centre[0] + 5, centre[1])], [1])
+    edit_seconds = time.perf_counter() - start
+
+    latencies = []  # a click on the frame in view, its image features computed while the person looked at it
+    for position in (count // 8, 5 * count // 8, 7 * count // 8):
+        session.add_points(track, position, [centre], [1], propagate="none")  # warms the frame's features
+        session.undo()
+        start = time.perf_counter()
+        session.add_points(track, position, [(centre[0] - 5, centre[1])], [1], propagate="none")
+        latencies.append(time.perf_counter() - start)
+    return {
+        "mode": "edit",
+        "frames": count,
+        "model": args.model,
+        "dtype": str(segmenter.dtype).replace("torch.", ""),
+        "prompts_before_edit": 4,
+        "full_repropagation_frames": count,
+        "full_repropagation_frames_changed": len(whole.frame_indices),
+        "full_repropagation_s": round(full_seconds, 3),
+        "edit_frames_recomputed": count // 2 - edited,  # the edited frame up to the next correction
+        "edit_frames_changed": len(edit.frame_indices),
+        "edit_s": round(edit_seconds, 3),
+        "edit_speedup": round(full_seconds / edit_seconds, 2),
+        "click_in_view_latency_s": round(float(np.median(latencies)), 4),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
 def print_table(result: dict) -> None:
     if result["mode"] == "speed":
         print(f"\n{'contender':16s}{'s/frame':>10s}{'steady s/frame':>16s}{'setup s':>10s}")
@@ -550,6 +613,8 @@ def print_table(result: dict) -> None:
         ]
     elif result["mode"] == "memory":
         keys = ["frames", "peak_rss_mb", "baseline_peak_rss_mb", "rss_ratio", "seconds", "state_size"]
+    elif result["mode"] == "edit":
+        keys = [key for key in result if key not in ("mode", "machine")]
     else:
         keys = ["frames", "total_s", "segmenter_step_s", "write_s", "overhead_percent", "s_per_frame"]
     for key in keys:
@@ -574,6 +639,7 @@ def parse_args(argv=None):
     parser.add_argument("--memory-size", type=int, nargs=2, default=[320, 180], help="frame W H in memory mode")
     parser.add_argument("--fast", action="store_true", help="segvlm with the cached memory attention (fast_sam2)")
     parser.add_argument("--end-to-end", action="store_true", help="pipeline overhead mode")
+    parser.add_argument("--edit", action="store_true", help="correction-session mode: one edit vs the whole track")
     parser.add_argument("--rss-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -591,6 +657,8 @@ def main(argv=None) -> dict:
         result = run_memory(args)
     elif args.end_to_end:
         result = run_end_to_end(args)
+    elif args.edit:
+        result = run_edit(args)
     else:
         result = run_speed(args)
     result["machine"] = machine_description(args.device)

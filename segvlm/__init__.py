@@ -36,6 +36,7 @@ _EXPORTS = {
     "QueryError": "segvlm.errors",
     "UnknownBackendError": "segvlm.errors",
     "ConfigError": "segvlm.errors",
+    "CorrectionSession": "segvlm.corrections.session",
 }
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "QueryError",
     "UnknownBackendError",
     "ConfigError",
+    "CorrectionSession",
 ]
 
 
@@ -68,6 +70,7 @@ __getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from segvlm.config import PipelineConfig, list_presets, load_config
+    from segvlm.corrections.session import CorrectionSession
     from segvlm.errors import ConfigError, QueryError, SegvlmError, UnknownBackendError, VideoReadError
     from segvlm.masks import RLE
     from segvlm.query import parse_query

@@ -34,14 +34,34 @@ def segment(
     max_frames: Annotated[int | None, typer.Option(min=1, help="Process at most this many frames.")] = None,
     stride: Annotated[int, typer.Option(min=1, help="Process every N-th frame.")] = 1,
     overlay: Annotated[bool, typer.Option(help="Also write overlay.mp4.")] = True,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Export format, repeatable or comma-separated: coco, overlay, png, yolo, ytvis "
+            "(default: coco and overlay). Each non-COCO format goes to OUT/<format>/.",
+        ),
+    ] = None,
 ) -> None:
     """Segment and track QUERY through VIDEO; write OUT/masks.json (COCO RLE) and OUT/overlay.mp4."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from segvlm.config import load_config
     from segvlm.errors import SegvlmError, VideoReadError
+    from segvlm.export.registry import ExportError, get_format
     from segvlm.tracking import Pipeline
 
+    wanted = [name.strip().lower() for value in formats or [] for name in value.split(",") if name.strip()]
+    try:
+        chosen = [get_format(name) for name in wanted]
+    except SegvlmError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    if any(not fmt.writes_files for fmt in chosen):
+        console.print("[red]error:[/] the supervision format is a Python value; use --format with file formats")
+        raise typer.Exit(2)
+    names = [fmt.name for fmt in chosen] or ["coco", *(["overlay"] if overlay else [])]
     overrides = {}
     if grounder:
         overrides["grounder"] = {"name": grounder}
@@ -84,9 +104,13 @@ def segment(
                     console.print(f"[red]error:[/] {error}\nkept the {len(partial)} frames read before it in {out}")
                     raise typer.Exit(1) from None
                 raise
-        result.save(str(out))
-        if overlay:
-            result.save_overlay(str(out / "overlay.mp4"))
+        written = []
+        for name in names:
+            target = out if name in ("coco", "overlay") else out / name
+            written += result.export(name, str(target), video=video)
+    except ExportError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
     except SegvlmError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
@@ -94,10 +118,8 @@ def segment(
     if not tracks:
         console.print(f"nothing matched {query!r} in {len(result)} frames; wrote an empty result to {out}")
     else:
-        console.print(
-            f"{len(tracks)} tracks over {len(result)} frames -> {out}/masks.json"
-            + (f", {out}/overlay.mp4" if overlay else "")
-        )
+        shown = sorted({str(path if path.parent == out else path.parent) for path in map(Path, written)})
+        console.print(f"{len(tracks)} tracks over {len(result)} frames -> {', '.join(shown[:6])}")
         for track in tracks:
             console.print(
                 f"  #{track.track_id} {track.label}: frames {track.first_frame}-{track.last_frame} "
@@ -120,11 +142,14 @@ def presets() -> None:
 
 def _register_extensions() -> None:
     """Commands whose implementation lives with its feature (imported lazily inside each command)."""
+    from segvlm.annotate.cli import annotate_command, export_command
     from segvlm.data.cli import build_dataset_command
     from segvlm.training.cli import train_command
 
     app.command("build-dataset")(build_dataset_command)
     app.command("train")(train_command)
+    app.command("annotate")(annotate_command)
+    app.command("export")(export_command)
 
 
 _register_extensions()

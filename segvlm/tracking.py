@@ -36,8 +36,12 @@ from segvlm.grounding.rerank import crop
 from segvlm.masks import RLE, box_iou_matrix, mask_iou
 from segvlm.query import parse_query
 from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
-from segvlm.types import Detection, FrameResult, ObjectMask, VideoInfo, VideoSegmentation
+from segvlm.types import Detection, FramePrompt, FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 from segvlm.video import Frame, FrameSource, prefetch, read_frames
+
+
+class StopPipeline(Exception):
+    """Raise it from ``on_frame`` to stop a run early: the pipeline returns the frames processed so far."""
 
 
 @dataclass
@@ -97,6 +101,7 @@ class _Tracker:
     frames: list[FrameResult] = field(default_factory=list)
     history: deque = field(default_factory=deque)
     next_id: int = 1
+    prompts: dict[int, dict[int, FramePrompt]] = field(default_factory=dict)  # the grounder's box per track
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=max(self.pipeline.config.tracking.backfill, 0))
@@ -115,6 +120,9 @@ class _Tracker:
             prompts = [ObjectPrompt(c.obj_id, box=c.detection.box_xyxy) for c in candidates]
             output = self.session.step(frame.image, prompts, pixel_values=pixel_values)
         accepted = self._accept_candidates(candidates, output)
+        for candidate in accepted:
+            prompt = FramePrompt(box=tuple(map(float, candidate.detection.box_xyxy)), source="detector")
+            self.prompts.setdefault(candidate.obj_id, {})[frame.index] = prompt
         result = self._frame_result(frame, output)
         self.frames.append(result)
         for candidate in accepted:
@@ -391,25 +399,37 @@ class Pipeline:
                     )
                 frame_result = tracker.process(position, frame, pixel_values)
                 if on_frame is not None:
-                    on_frame(
-                        frame_result,
-                        Progress(
-                            position + 1,
-                            source.expected_frames(),
-                            len(tracker.session.obj_ids) if tracker.session else 0,
-                            len(tracker.tracks),
-                            time.perf_counter() - started,
-                        ),
+                    progress = Progress(
+                        position + 1,
+                        source.expected_frames(),
+                        len(tracker.session.obj_ids) if tracker.session else 0,
+                        len(tracker.tracks),
+                        time.perf_counter() - started,
                     )
+                    try:
+                        on_frame(frame_result, progress)
+                    except StopPipeline:
+                        result.meta["stopped_after_frames"] = position + 1
+                        break
         except VideoReadError as error:
             result.frames = tracker.frames
+            result.prompts = getattr(tracker, "prompts", {})
             error.partial_result = result
             raise
         result.frames = tracker.frames
+        result.prompts = getattr(tracker, "prompts", {})
         result.meta["seconds"] = round(time.perf_counter() - started, 3)
-        if isinstance(video, (str, list, tuple)) or hasattr(video, "__fspath__"):
-            result.attach(self, video=video)
         return result
+
+    def correct(self, result: VideoSegmentation, video: Any = None, folder: Any = None) -> Any:
+        """A :class:`segvlm.corrections.CorrectionSession` that edits ``result`` with this pipeline's segmenter.
+
+        ``video`` defaults to ``result.info.source``; ``folder``, when given, persists every edit there (see
+        :meth:`CorrectionSession.open`). Refused with a clear message for a segmenter that takes no prompts.
+        """
+        from segvlm.corrections import CorrectionSession
+
+        return CorrectionSession.create(result, self, video=video, folder=folder)
 
     def _frames(self, source: FrameSource) -> Iterator[tuple[Frame, Any]]:
         """Decoded frames with the segmenter's preprocessing done ahead on a background thread."""

@@ -25,8 +25,6 @@ from segvlm.masks import RLE
 if TYPE_CHECKING:
     import supervision as sv
 
-    from segvlm.corrections import Corrector
-
 Box = tuple[float, float, float, float]
 
 
@@ -45,6 +43,62 @@ class Detection:
     score: float
     label: str
     phrase: str = ""
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click on a frame, in original-frame pixels: ``positive`` on the object, otherwise background."""
+
+    x: float
+    y: float
+    positive: bool = True
+
+
+@dataclass(frozen=True)
+class FramePrompt:
+    """What the segmenter was told about one track on one frame: a box, clicks, or a painted mask.
+
+    A frame that holds a prompt is a conditioning frame of its track: the segmenter computes its mask from
+    the prompt and keeps it in the track's memory. A painted ``mask`` stands alone (box and clicks are then
+    empty); a box and clicks combine, as SAM's prompt encoder takes them.
+
+    Attributes:
+        box: xyxy box in original-frame pixels.
+        clicks: positive/negative clicks, in the order they were made.
+        mask: a painted mask (brush and eraser applied to the mask shown at the time).
+        source: ``"detector"`` for the grounder's box that started a track, ``"user"`` for a person's edit.
+    """
+
+    box: Box | None = None
+    clicks: tuple[Click, ...] = ()
+    mask: RLE | None = None
+    source: str = "user"
+
+    def __post_init__(self) -> None:
+        if self.mask is None and self.box is None and not self.clicks:
+            raise ValueError("a prompt needs a box, clicks or a mask")
+        if self.mask is not None and (self.box is not None or self.clicks):
+            raise ValueError("a painted mask prompt stands alone; it cannot be combined with a box or clicks")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"source": self.source}
+        if self.box is not None:
+            data["box"] = [float(v) for v in self.box]
+        if self.clicks:
+            data["clicks"] = [[c.x, c.y, int(c.positive)] for c in self.clicks]
+        if self.mask is not None:
+            data["mask"] = self.mask.to_coco()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FramePrompt:
+        box = data.get("box")
+        return cls(
+            box=tuple(float(v) for v in box) if box is not None else None,
+            clicks=tuple(Click(float(x), float(y), bool(positive)) for x, y, positive in data.get("clicks", [])),
+            mask=RLE.from_coco(data["mask"]) if data.get("mask") else None,
+            source=data.get("source", "user"),
+        )
 
 
 @dataclass(frozen=True)
@@ -184,11 +238,12 @@ class VideoInfo:
 
 @dataclass
 class VideoSegmentation:
-    """The pipeline's result: per-frame objects with stable track ids.
+    """The pipeline's result: per-frame objects with stable track ids. A plain value.
 
     Iterate it for frames, index it by position, ask for a track by id, export it (``to_coco``,
-    ``save``, ``save_overlay``), or correct it (``add_points``, ``add_box``, ``remove_track``,
-    ``add_object``) when it still holds the pipeline that made it.
+    ``save``, ``save_overlay``). It holds data only: corrections run in a
+    :class:`segvlm.corrections.CorrectionSession` (``pipe.correct(result, video)``), which edits this value
+    and records its prompts and approvals here, so a saved and reloaded result is the same value.
 
     Attributes:
         info: video source and size.
@@ -196,6 +251,9 @@ class VideoSegmentation:
         phrases: the noun phrases that were grounded.
         frames: one :class:`FrameResult` per processed frame, in order.
         meta: provenance (models, thresholds, preset name), JSON-serialisable.
+        prompts: per track id, per source frame index, the prompt the segmenter was given there (the
+            grounder's box that started the track, a person's clicks, boxes and painted masks).
+        locks: per track id, the source frame indices a person approved (never overwritten by propagation).
     """
 
     info: VideoInfo
@@ -203,7 +261,16 @@ class VideoSegmentation:
     phrases: list[str]
     frames: list[FrameResult] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
-    corrector: Corrector | None = field(default=None, repr=False, compare=False)
+    prompts: dict[int, dict[int, FramePrompt]] = field(default_factory=dict)
+    locks: dict[int, set[int]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        objects = sum(len(frame) for frame in self.frames)
+        return (
+            f"VideoSegmentation(source={self.info.source!r}, frames={len(self.frames)}, "
+            f"size={self.info.width}x{self.info.height}, tracks={self.track_ids}, objects={objects}, "
+            f"query={self.query!r})"
+        )
 
     # -- container protocol -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[FrameResult]:
@@ -222,6 +289,10 @@ class VideoSegmentation:
 
     def position_of(self, frame_index: int) -> int:
         """Position in ``frames`` of a source frame index; a clear error if it was not processed."""
+        if self.frames:  # frames are evenly strided: try the arithmetic position first (O(1) on long videos)
+            guess = (frame_index - self.frames[0].frame_index) // max(self.info.stride, 1)
+            if 0 <= guess < len(self.frames) and self.frames[guess].frame_index == frame_index:
+                return guess
         for position, frame in enumerate(self.frames):
             if frame.frame_index == frame_index:
                 return position
@@ -295,6 +366,14 @@ class VideoSegmentation:
         """One ``supervision.Detections`` per processed frame."""
         return [frame.to_supervision() for frame in self.frames]
 
+    def export(self, format: str, out: str | None = None, video: Any = None) -> Any:
+        """Export through the format registry: ``coco``, ``overlay``, ``png`` (DAVIS palette masks), ``yolo``
+        (Ultralytics segmentation), ``ytvis`` (YouTube-VIS), ``supervision``; see
+        :func:`segvlm.export.registry.export`. Returns the written paths (or the value, for ``supervision``)."""
+        from segvlm.export.registry import export
+
+        return export(self, format, out, video=video)
+
     def describe(self, track_id: int, frame_index: int, question: str, vlm: Any, **kwargs: Any) -> str:
         """Ask a :class:`segvlm.vlm.MaskAwareVLM` about one object in one frame ("what is object 3 doing?").
 
@@ -305,44 +384,11 @@ class VideoSegmentation:
 
         return describe(self, track_id=track_id, frame_index=frame_index, question=question, vlm=vlm, **kwargs)
 
-    # -- corrections --------------------------------------------------------------------------------------
-    def _require_corrector(self) -> Corrector:
-        if self.corrector is None:
-            raise RuntimeError(
-                "this result holds no segmenter to re-propagate with (it was loaded from disk or built by hand); "
-                "attach one first: result.attach(segvlm.Pipeline.from_preset(...))"
-            )
-        return self.corrector
-
-    def attach(self, pipeline: Any, video: Any = None) -> VideoSegmentation:
-        """Attach a :class:`segvlm.Pipeline` so that corrections can re-propagate; returns self.
-
-        ``video`` defaults to ``info.source``; pass the frames when the result came from a list or iterator.
-        """
-        from segvlm.corrections import Corrector
-
-        self.corrector = Corrector(pipeline, self, video=video)
-        return self
-
-    def add_points(
-        self, track_id: int, frame_index: int, points: list[tuple[float, float]], labels: list[int]
-    ) -> list[int]:
-        """Refine a track with clicks (label 1 = on the object, 0 = not) on a frame and re-propagate.
-
-        Returns the source frame indices that were recomputed.
-        """
-        return self._require_corrector().add_points(track_id, frame_index, points, labels)
-
-    def add_box(self, track_id: int, frame_index: int, box_xyxy: Box) -> list[int]:
-        """Replace a track's prompt with a box on a frame and re-propagate; returns recomputed frames."""
-        return self._require_corrector().add_box(track_id, frame_index, box_xyxy)
-
-    def add_object(self, frame_index: int, box_xyxy: Box, label: str = "object") -> int:
-        """Add a new object by box on a frame, track it forwards and backwards; returns its new track id."""
-        return self._require_corrector().add_object(frame_index, box_xyxy, label)
-
+    # -- editing (data only) ------------------------------------------------------------------------------
     def remove_track(self, track_id: int) -> None:
-        """Remove a track from every frame (no recomputation needed)."""
+        """Remove a track from every frame, with its prompts and approvals (no recomputation needed)."""
         self.track(track_id)  # raises for unknown ids
         for frame in self.frames:
             frame.objects = [obj for obj in frame.objects if obj.track_id != track_id]
+        self.prompts.pop(track_id, None)
+        self.locks.pop(track_id, None)

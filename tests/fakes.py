@@ -1,7 +1,8 @@
 """Fake backends for testing segvlm's own logic on generated scenes (see scenes.py).
 
 ``ColourGrounder`` "detects" a phrase by finding its colour in the frame; ``ColourSegmenter`` tracks an
-object by the colour under its prompt. Both are exact on the generated scenes, so any error in a test's
+object by the colour under its prompt (the last positive click, else the commonest colour in its mask or
+box). Both are exact on the generated scenes, so any error in a test's
 ids, back-filling or track ends comes from the pipeline's logic, not from a model.
 """
 
@@ -54,19 +55,28 @@ class _ColourSession(SegmenterSession):
     def step(self, image, prompts: Sequence[ObjectPrompt] = (), pixel_values=None):
         self.steps += 1
         for prompt in prompts:
+            positive = [point for point, label in zip(prompt.points, prompt.labels) if label == 1]
+            if positive:  # a click picks the colour under it
+                x, y = (int(v) for v in positive[-1])
+                self.colours[prompt.obj_id] = image[y, x]
+                continue
             if prompt.mask is not None:
                 region = prompt.mask
             else:
                 x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
                 region = np.zeros(image.shape[:2], dtype=bool)
                 region[y0:y1, x0:x1] = True
+            if not region.any():  # an empty mask: the object is not there
+                self.colours[prompt.obj_id] = None
+                continue
             pixels = image[region].reshape(-1, 3)
             values, counts = np.unique(pixels, axis=0, return_counts=True)
             self.colours[prompt.obj_id] = values[counts.argmax()]
         ids = list(self.colours)
         if not ids:
             return FrameMasks.empty(self.height, self.width)
-        masks = np.stack([_colour_mask(image, self.colours[i]) for i in ids])
+        empty = np.zeros(image.shape[:2], dtype=bool)
+        masks = np.stack([empty if self.colours[i] is None else _colour_mask(image, self.colours[i]) for i in ids])
         return FrameMasks(ids, masks, np.ones(len(ids), dtype=np.float32))
 
     def remove_objects(self, obj_ids):

@@ -382,7 +382,6 @@ def test_readme_snippet_runs_and_models_load_once(tmp_path, monkeypatch, capsys)
     second = call(count, path="photo.jpg", query="cat")
     assert second.status == "success"
     assert len(built) == 1, "all tools must share one Pipeline"
-    assert second.artifact.result.corrector.pipeline is namespace["message"].artifact.result.corrector.pipeline
 
 
 def test_example_script_runs(tmp_path, tiny_model_cache):

@@ -69,6 +69,18 @@ def test_benchmark_speed_mode_writes_every_key(video, tmp_path):
     assert len(result["per_frame_s"]["segvlm"]) == 3
 
 
+def test_benchmark_edit_mode_reports_the_edit_against_the_whole_track(video, tmp_path):
+    out = tmp_path / "edit.json"
+    command = [sys.executable, str(SCRIPT), "--video", video, "--model", "tiny-random:sam2", "--frames", "16"]
+    subprocess.run([*command, "--edit", "--dtype", "float32", "--json", str(out)], check=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert result["frames"] == 16 and result["prompts_before_edit"] == 4
+    assert result["full_repropagation_frames"] == 16
+    assert result["edit_frames_recomputed"] == 16 // 2 - 16 // 3  # from the edit up to the next correction
+    assert 0 <= result["edit_frames_changed"] <= result["edit_frames_recomputed"]
+    assert result["edit_s"] > 0 and result["edit_speedup"] > 0 and result["click_in_view_latency_s"] > 0
+
+
 def test_fast_memory_attention_matches_transformers_in_bfloat16():
     """The cached memory attention gives transformers' masks (bf16, a few tracked frames, two objects)."""
     import torch

@@ -32,6 +32,20 @@ def test_segment_writes_masks_and_overlay(video, tmp_path):
     assert "meaningless" in result.output and "tracks over 6 frames" in result.output
 
 
+def test_segment_exports_every_requested_format(video, tmp_path):
+    out = tmp_path / "out"
+    args = ["segment", video, "the red box", "--out", str(out), "--preset", "tiny-random", "--max-frames", "3"]
+    result = runner.invoke(app, [*args, "--format", "coco,png", "-f", "yolo", "--format", "ytvis"])
+    assert result.exit_code == 0, result.output
+    assert (out / "masks.json").exists() and not (out / "overlay.mp4").exists()
+    assert len(list((out / "png").glob("*.png"))) == 3
+    assert (out / "yolo" / "data.yaml").exists() and len(list((out / "yolo" / "labels" / "train").glob("*.txt"))) == 3
+    assert json.loads((out / "ytvis" / "instances.json").read_text())["videos"][0]["length"] == 3
+    refused = runner.invoke(app, [*args, "--format", "parquet"])
+    assert refused.exit_code == 2 and "unknown export format 'parquet'" in refused.output
+    assert "coco" in refused.output and "Traceback" not in refused.output
+
+
 def test_segment_stride_and_no_overlay(video, tmp_path):
     result = runner.invoke(
         app,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fakes import ColourGrounder, ColourSegmenter
 from PIL import Image
 from pycocotools.coco import COCO
 from scenes import Sprite, render, write_video
 
 import segvlm
-from segvlm.config import GrounderConfig, PipelineConfig, TrackingConfig
+from segvlm.config import GrounderConfig, PipelineConfig
 from segvlm.errors import QueryError, UnknownBackendError, VideoReadError
 from segvlm.tracking import Pipeline
 
@@ -90,63 +89,3 @@ def test_a_video_cut_mid_stream_keeps_the_frames_before_the_cut(tiny, tmp_path):
         tiny("car", str(tmp_path / "cut.mp4"))
     partial = error.value.partial_result
     assert 0 < len(partial) == error.value.frames_read < 20
-
-
-# -- corrections --------------------------------------------------------------------------------------------
-
-
-def colour_pipeline(**tracking):
-    config = PipelineConfig(tracking=TrackingConfig(**{"reground_every": 100, "min_mask_area": 1, **tracking}))
-    return Pipeline(config, grounder=ColourGrounder({"red box": RED}), segmenter=ColourSegmenter())
-
-
-def test_add_object_tracks_forwards_and_backwards_and_leaves_other_tracks_alone():
-    red = Sprite("red", RED, (10, 12), [(5, 5 + t) for t in range(12)])
-    blue = Sprite("blue", BLUE, (8, 8), [(40, 80 - 2 * t) for t in range(12)])
-    frames, truth = render([red, blue], H, W, 12)
-    pipe = colour_pipeline()
-    result = pipe("red box", frames)  # the detector only knows red: blue is missed
-    assert result.track_ids == [1]
-    before = [frame.get(1) for frame in result]
-
-    track_id = result.add_object(frame_index=6, box_xyxy=(68, 40, 76, 48), label="blue box")
-    assert track_id == 2 and result.track(2).frame_indices == tuple(range(12))
-    for position, frame in enumerate(result):
-        assert np.array_equal(frame.get(2).mask, truth["blue"][position])
-        assert frame.get(1) == before[position]  # untouched
-
-
-def test_add_points_recomputes_only_from_the_corrected_frame():
-    red = Sprite("red", RED, (10, 12), [(5, 5 + t) for t in range(10)])
-    blue = Sprite("blue", BLUE, (10, 12), [(40, 60)] * 10)
-    frames, truth = render([red, blue], H, W, 10)
-    pipe = colour_pipeline()
-    result = pipe("red box", frames)
-    sessions_before = len(pipe.segmenter.sessions)
-
-    # A click on the blue box "corrects" track 1 from frame 4 on: it now follows the blue box.
-    recomputed = result.add_points(1, frame_index=4, points=[(65, 45)], labels=[1])
-    assert recomputed == list(range(4, 10))
-    assert len(pipe.segmenter.sessions) == sessions_before + 1
-    for position in range(4):
-        assert np.array_equal(result[position].get(1).mask, truth["red"][position])
-    for position in range(4, 10):
-        assert result[position].get(1).mask.sum() > 0
-
-    assert result.add_box(1, frame_index=8, box_xyxy=(5, 5, 30, 20)) == [8, 9]
-    with pytest.raises(KeyError, match="known track ids"):
-        result.add_points(5, 0, [(1, 1)], [1])
-    with pytest.raises(KeyError, match="was not processed"):
-        result.add_box(1, 99, (0, 0, 5, 5))
-
-
-def test_corrections_with_the_tiny_sam2_and_a_loaded_result(tiny, video, tmp_path):
-    result = tiny("red box", video, max_frames=8)
-    result.save(str(tmp_path))
-    loaded = segvlm.VideoSegmentation.load(str(tmp_path))
-    with pytest.raises(RuntimeError, match="attach"):
-        loaded.add_object(0, (10, 10, 40, 40))
-    loaded.attach(tiny)
-    new_id = loaded.add_object(frame_index=3, box_xyxy=(10, 20, 40, 50), label="added")
-    assert new_id == max(result.track_ids, default=0) + 1
-    assert loaded.track(new_id).label == "added"

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from segvlm.masks import RLE
-from segvlm.types import FrameResult, ObjectMask, VideoInfo, VideoSegmentation
+from segvlm.types import FramePrompt, FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 
 FORMAT_VERSION = 1
 
@@ -89,6 +89,12 @@ def save(result: VideoSegmentation, directory: str | Path, overlay: bool = False
             "stride": info.stride,
         },
         "meta": result.meta,
+        "prompts": [
+            {"track_id": track_id, "frame_index": frame_index, **prompt.to_json()}
+            for track_id, per_frame in sorted(result.prompts.items())
+            for frame_index, prompt in sorted(per_frame.items())
+        ],
+        "locks": {str(track_id): sorted(frames) for track_id, frames in sorted(result.locks.items()) if frames},
     }
     path = directory / "masks.json"
     _write_json_atomic(path, data)
@@ -144,10 +150,15 @@ def load(directory: str | Path) -> VideoSegmentation:
         fps=video.get("fps"),
         stride=video.get("stride", 1),
     )
+    prompts: dict[int, dict[int, FramePrompt]] = {}
+    for entry in extra.get("prompts", []):
+        prompts.setdefault(int(entry["track_id"]), {})[int(entry["frame_index"])] = FramePrompt.from_json(entry)
     return VideoSegmentation(
         info=info,
         query=extra.get("query", ""),
         phrases=list(extra.get("phrases", list(names.values()))),
         frames=[frames[image["id"]] for image in images],
         meta=extra.get("meta", {}),
+        prompts=prompts,
+        locks={int(track_id): set(indices) for track_id, indices in extra.get("locks", {}).items()},
     )

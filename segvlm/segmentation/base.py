@@ -1,16 +1,22 @@
-"""The video segmenter interface: a session that takes frames one at a time and prompts at any frame.
+"""The video segmenter interface: a streaming session for the pipeline, per-object propagation for corrections.
 
 A :class:`SegmenterSession` is a streaming tracker: ``step(image, prompts)`` adds one frame, applies any
 new prompts on that frame, and returns the masks of every object it tracks. The session keeps only the
 state its memory needs, so a video of any length runs in bounded memory. ``track_clip`` runs a fresh,
-short-lived session over a list of frames (used to back-fill objects found late and for corrections).
+short-lived session over a list of frames (used to back-fill objects found late).
+
+:meth:`VideoSegmenter.propagate_object` is what a correction session calls: one object, every frame that
+holds a prompt for it (its conditioning frames), and one or more sweeps over a range of frames, forwards or
+backwards, read from a random-access :class:`FrameSequence`. The default implementation streams from the
+nearest prompt behind each sweep; SAM 2 overrides it to keep every conditioning frame in memory at once.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -66,6 +72,45 @@ class FrameMasks:
         return cls([], np.zeros((0, height, width), dtype=bool), np.zeros((0,), dtype=np.float32))
 
 
+class FrameSequence(Protocol):
+    """Random access to a video's processed frames: ``frames[position]`` is an (H, W, 3) uint8 RGB array."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, position: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Frames ``first`` to ``last`` inclusive, in that order: backwards when ``last < first``."""
+
+    first: int
+    last: int
+
+    @property
+    def reverse(self) -> bool:
+        return self.last < self.first
+
+    def positions(self) -> range:
+        step = -1 if self.reverse else 1
+        return range(self.first, self.last + step, step)
+
+
+@dataclass
+class TrackedMask:
+    """One object's mask on one frame, as propagation computes it.
+
+    Attributes:
+        position: the frame's position in the processed video.
+        mask: (H, W) boolean mask at original frame size.
+        score: probability that the object is visible.
+    """
+
+    position: int
+    mask: np.ndarray
+    score: float
+
+
 class SegmenterSession(ABC):
     """One streaming tracking session over frames of a fixed size."""
 
@@ -91,7 +136,13 @@ class SegmenterSession(ABC):
 
 
 class VideoSegmenter(ABC):
-    """A memory-equipped promptable segmenter (SAM 2 family)."""
+    """A memory-equipped promptable segmenter (SAM 2 family).
+
+    ``supports_prompts`` says whether the segmenter takes clicks, boxes and masks, and so whether a
+    correction session can run on it.
+    """
+
+    supports_prompts: bool = True
 
     @abstractmethod
     def start(self, height: int, width: int) -> SegmenterSession:
@@ -114,3 +165,57 @@ class VideoSegmenter(ABC):
                 yield session.step(frame, prompts)
             else:
                 yield session.step(frame)
+
+    def new_memory(self) -> Any:
+        """State a correction session keeps between calls of :meth:`propagate_object` (caches); default none."""
+        return None
+
+    def warm(self, frames: FrameSequence, position: int, memory: Any = None) -> None:
+        """Compute ahead what a prompt on frame ``position`` will need (SAM 2: its image features), so that
+        a click there answers quickly. Default: nothing to compute ahead."""
+        return None
+
+    def propagate_object(
+        self,
+        frames: FrameSequence,
+        obj_id: int,
+        prompts: Mapping[int, ObjectPrompt],
+        sweeps: Sequence[Sweep],
+        memory: Any = None,
+    ) -> Iterator[TrackedMask]:
+        """Track one object through ``sweeps``, conditioned on ``prompts`` (position -> prompt); lazy.
+
+        This default streams each sweep through a fresh :meth:`start` session that begins at the nearest
+        prompted frame at or behind the sweep's first frame (frames between it and the sweep are computed
+        but not yielded) and applies any prompt it meets on the way. Segmenters whose memory can hold several
+        conditioning frames at once (SAM 2) override it.
+        """
+        for sweep in sweeps:
+            behind = [p for p in prompts if (p >= sweep.first if sweep.reverse else p <= sweep.first)]
+            if not behind:
+                raise ValueError(
+                    f"object {obj_id} has no prompt at or before frame position {sweep.first} in the direction "
+                    "of propagation; prompt it on a frame first"
+                )
+            start = min(behind) if sweep.reverse else max(behind)
+            wanted = set(sweep.positions())
+            session = None
+            for position in Sweep(start, sweep.last).positions():
+                image = frames[position]
+                if session is None:
+                    session = self.start(*image.shape[:2])
+                prompt = prompts.get(position)
+                output = session.step(image, [_with_id(prompt, obj_id)] if prompt is not None else [])
+                if position not in wanted:
+                    continue
+                if obj_id in output.obj_ids:
+                    index = output.obj_ids.index(obj_id)
+                    yield TrackedMask(position, output.masks[index], float(output.scores[index]))
+                else:
+                    yield TrackedMask(position, np.zeros(image.shape[:2], dtype=bool), 0.0)
+
+
+def _with_id(prompt: ObjectPrompt, obj_id: int) -> ObjectPrompt:
+    if prompt.obj_id == obj_id:
+        return prompt
+    return ObjectPrompt(obj_id, box=prompt.box, points=prompt.points, labels=prompt.labels, mask=prompt.mask)

@@ -25,6 +25,27 @@ from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession,
 from segvlm.tiny import resolve_model
 
 
+def add_prompts(processor, session, position: int, prompts: Sequence[ObjectPrompt], size: tuple[int, int]) -> None:
+    """Add box/click/mask prompts on frame ``position`` to a transformers SAM 2 inference session."""
+    for prompt in prompts:
+        if prompt.mask is not None:
+            processor.add_inputs_to_inference_session(
+                inference_session=session, frame_idx=position, obj_ids=[prompt.obj_id], input_masks=[prompt.mask]
+            )
+            continue
+        kwargs = {}
+        if prompt.box is not None:
+            kwargs["input_boxes"] = [[list(map(float, prompt.box))]]  # (image, object, 4)
+        if prompt.points:
+            kwargs["input_points"] = [[[list(map(float, p)) for p in prompt.points]]]  # (image, object, point, 2)
+            kwargs["input_labels"] = [[list(map(int, prompt.labels))]]  # (image, object, point)
+        processor.add_inputs_to_inference_session(
+            inference_session=session, frame_idx=position, obj_ids=[prompt.obj_id], original_size=size, **kwargs
+        )
+    # Each call above replaces the session's "objects with new inputs"; all of this frame's prompts count.
+    session.obj_with_new_inputs = list(dict.fromkeys(p.obj_id for p in prompts))
+
+
 class Sam2Session(SegmenterSession):
     """A streaming SAM 2 session with pruned state. Create it with :meth:`Sam2VideoSegmenter.start`."""
 
@@ -51,28 +72,7 @@ class Sam2Session(SegmenterSession):
         return list(self.session.obj_ids)
 
     def _add_prompts(self, position: int, prompts: Sequence[ObjectPrompt]) -> None:
-        processor, session = self.segmenter.processor, self.session
-        for prompt in prompts:
-            if prompt.mask is not None:
-                processor.add_inputs_to_inference_session(
-                    inference_session=session, frame_idx=position, obj_ids=[prompt.obj_id], input_masks=[prompt.mask]
-                )
-                continue
-            kwargs = {}
-            if prompt.box is not None:
-                kwargs["input_boxes"] = [[list(map(float, prompt.box))]]  # (image, object, 4)
-            if prompt.points:
-                kwargs["input_points"] = [[[list(map(float, p)) for p in prompt.points]]]  # (image, object, point, 2)
-                kwargs["input_labels"] = [[list(map(int, prompt.labels))]]  # (image, object, point)
-            processor.add_inputs_to_inference_session(
-                inference_session=session,
-                frame_idx=position,
-                obj_ids=[prompt.obj_id],
-                original_size=(self.height, self.width),
-                **kwargs,
-            )
-        # Each call above replaces the session's "objects with new inputs"; all of this frame's prompts count.
-        session.obj_with_new_inputs = list(dict.fromkeys(p.obj_id for p in prompts))
+        add_prompts(self.segmenter.processor, self.session, position, prompts, (self.height, self.width))
 
     def step(self, image: np.ndarray, prompts: Sequence[ObjectPrompt] = (), pixel_values=None) -> FrameMasks:
         import torch
@@ -187,6 +187,24 @@ class Sam2VideoSegmenter(VideoSegmenter):
 
     def start(self, height: int, width: int) -> Sam2Session:
         return Sam2Session(self, height, width)
+
+    def new_memory(self):
+        from segvlm.segmentation.sam2_memory import PromptMemory
+
+        return PromptMemory()
+
+    def warm(self, frames, position, memory=None):
+        """Image features of frame ``position`` into ``memory`` (a click there then skips the image encoder)."""
+        from segvlm.segmentation.sam2_memory import warm
+
+        if memory is not None:
+            warm(self, frames, position, memory)
+
+    def propagate_object(self, frames, obj_id, prompts, sweeps, memory=None):
+        """Every conditioning frame of the object in memory at once, as SAM 2's interactive predictor does."""
+        from segvlm.segmentation.sam2_memory import propagate_object
+
+        return propagate_object(self, frames, obj_id, prompts, sweeps, memory)
 
 
 class EdgeTamVideoSegmenter(Sam2VideoSegmenter):

@@ -1,0 +1,205 @@
+"""The one place that knows segvlm's export formats: names, descriptions, writers and converters.
+
+A format is an :class:`ExportFormat`: a ``write(result, out_dir, video=None) -> [paths]`` for formats that
+produce files, or a ``convert(result) -> value`` for in-memory ones (``supervision``). The CLI, the result
+type and plugins all go through :func:`export`, :func:`get_format` and :func:`list_formats`, so adding a
+format is one :func:`register` call.
+
+The built-in formats register themselves on the first call of :func:`get_format`, :func:`list_formats`,
+:func:`export` or :func:`register`; their writers import their modules (numpy, PIL, PyAV...) only when they
+run, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segvlm.errors import SegvlmError
+
+if TYPE_CHECKING:
+    from segvlm.types import VideoSegmentation
+
+
+class UnknownFormatError(SegvlmError):
+    """An export format name that is not registered."""
+
+
+class ExportError(SegvlmError):
+    """An export cannot run with what it was given (no output folder, no frames, ids that do not fit...)."""
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format.
+
+    Attributes:
+        name: the name users pass (``"coco"``, ``"png"``...), lower case.
+        description: one line, shown in CLI help.
+        write: ``write(result, out_dir: Path, video=None) -> list[Path]`` writes the files into an existing
+            folder and returns their paths; None for formats that only convert.
+        convert: ``convert(result) -> value`` for in-memory formats (``supervision``: ``list[sv.Detections]``).
+        needs_frames: True when ``write`` reads the video's pixels (it then always gets a ``video``).
+    """
+
+    name: str
+    description: str
+    write: Callable[..., list[Path]] | None
+    convert: Callable[..., Any] | None = None
+    needs_frames: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name != self.name.strip().lower():
+            raise ValueError(f"format names are non-empty lower case without spaces around them, got {self.name!r}")
+        if self.write is None and self.convert is None:
+            raise ValueError(f"format {self.name!r} needs a write or a convert function (both are None)")
+
+    @property
+    def writes_files(self) -> bool:
+        return self.write is not None
+
+
+_FORMATS: dict[str, ExportFormat] = {}
+_builtins_loaded = False
+
+
+def source_stem(source: str) -> str:
+    """The file-name stem exporters use for a result's frames: the source's stem, ``"frames"`` for in-memory input."""
+    if not source or source.startswith("<"):
+        return "frames"
+    return Path(source).stem or "frames"
+
+
+def readable_source(result: VideoSegmentation) -> str | None:
+    """``result.info.source`` when it is a path that exists now; None for ``"<frames>"``, ``"<stream>"``..."""
+    source = result.info.source
+    if not source or source.startswith("<") or not Path(source).exists():
+        return None
+    return source
+
+
+# -- built-in writers (imports inside: nothing heavy loads until a format runs) --------------------------------
+def _write_coco(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
+    from segvlm.export.coco import save
+
+    return [save(result, out_dir)]
+
+
+def _write_overlay(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
+    from segvlm.export.overlay import save_overlay
+
+    return [Path(save_overlay(result, str(out_dir / "overlay.mp4"), video=video))]
+
+
+def _write_png(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
+    from segvlm.export.png_masks import write_png_masks
+
+    return write_png_masks(result, out_dir)
+
+
+def _write_yolo(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
+    from segvlm.export.yolo import write_yolo
+
+    return write_yolo(result, out_dir, video)
+
+
+def _write_ytvis(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
+    from segvlm.export.ytvis import write_ytvis
+
+    return write_ytvis(result, out_dir)
+
+
+def _convert_supervision(result: VideoSegmentation) -> list[Any]:
+    return [frame.to_supervision() for frame in result]
+
+
+def _builtin_formats() -> list[ExportFormat]:
+    return [
+        ExportFormat("coco", "COCO instances JSON with RLE masks and track ids (masks.json)", _write_coco),
+        ExportFormat(
+            "overlay",
+            "video of the frames with coloured masks, ids and labels (overlay.mp4)",
+            _write_overlay,
+            needs_frames=True,
+        ),
+        ExportFormat("png", "one indexed PNG mask per frame, DAVIS layout (00000.png..., objects.json)", _write_png),
+        ExportFormat(
+            "yolo",
+            "Ultralytics YOLO segmentation dataset (images/, labels/, data.yaml)",
+            _write_yolo,
+            needs_frames=True,
+        ),
+        ExportFormat("ytvis", "YouTube-VIS 2019/2021 instances JSON, one annotation per track", _write_ytvis),
+        ExportFormat("supervision", "in memory: one supervision.Detections per frame", None, _convert_supervision),
+    ]
+
+
+def _ensure_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    for fmt in _builtin_formats():
+        _FORMATS.setdefault(fmt.name, fmt)
+
+
+# -- public API -------------------------------------------------------------------------------------------------
+def register(fmt: ExportFormat, *, replace: bool = False) -> None:
+    """Add a format; registering a name that exists is an error unless ``replace=True``."""
+    _ensure_builtins()
+    if fmt.name in _FORMATS and not replace:
+        raise ExportError(
+            f"an export format named {fmt.name!r} is already registered; "
+            "pick another name or pass replace=True to override it"
+        )
+    _FORMATS[fmt.name] = fmt
+
+
+def get_format(name: str) -> ExportFormat:
+    """The format registered under ``name`` (case-insensitive); :class:`UnknownFormatError` names the known ones."""
+    _ensure_builtins()
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in _FORMATS:
+        raise UnknownFormatError(f"unknown export format {name!r}; use one of: {', '.join(sorted(_FORMATS))}")
+    return _FORMATS[key]
+
+
+def list_formats() -> list[ExportFormat]:
+    """Every registered format, by name."""
+    _ensure_builtins()
+    return [_FORMATS[name] for name in sorted(_FORMATS)]
+
+
+def export(
+    result: VideoSegmentation, format: str, out: str | Path | None = None, video: Any = None
+) -> list[Path] | Any:
+    """Export ``result`` in ``format``.
+
+    A file format writes into the folder ``out`` (created when missing) and returns the written paths; an
+    in-memory format (``supervision``) returns its value and ignores ``out``. ``video`` (a path, a list of
+    frames...) defaults to ``result.info.source`` and is needed by formats that read pixels (``overlay``,
+    ``yolo``).
+
+    Raises:
+        UnknownFormatError: ``format`` is not registered.
+        ExportError: a file format without ``out``, or a pixel format without readable frames.
+    """
+    fmt = get_format(format)
+    if fmt.write is None:
+        return fmt.convert(result)
+    if out is None:
+        raise ExportError(f"the {fmt.name!r} export writes files; pass out=<folder> (it is created if missing)")
+    if video is None:
+        video = readable_source(result)
+        if video is None and fmt.needs_frames:
+            source = result.info.source
+            why = "was in-memory frames" if source.startswith("<") else "no longer exists"
+            raise ExportError(
+                f"the {fmt.name!r} export reads the video's frames, but the result's source {source!r} {why}; "
+                "pass video=<the video path or the list of frames the result was made from>"
+            )
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return fmt.write(result, out_dir, video=video)
