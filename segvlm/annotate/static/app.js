@@ -117,8 +117,13 @@ async function refreshTimeline() {
 
 let timelineTimer = null;
 function refreshSoon() {
-  clearTimeout(timelineTimer);
-  timelineTimer = setTimeout(() => { refreshTimeline(); refreshVideo(); }, 250);
+  // Throttled, not debounced: during a long propagation the timeline still fills in as frames arrive.
+  if (timelineTimer !== null) return;
+  timelineTimer = setTimeout(() => {
+    timelineTimer = null;
+    refreshTimeline();
+    refreshVideo();
+  }, 400);
 }
 
 function frameSize() {
@@ -253,29 +258,46 @@ function drawDrag(scale, x, y) {
   }
 }
 
+const GUTTER = 84; // CSS pixels on the left of the timeline for the lane names
+
+function timelineGeometry() {
+  // Shared by drawing and pointer handling, in CSS pixels.
+  const rect = timelineCanvas.getBoundingClientRect();
+  const lanes = state.timeline ? state.timeline.tracks : [];
+  const top = 16;
+  const lane = Math.max(Math.min((rect.height - top) / Math.max(lanes.length, 1), 18), 4);
+  return { rect, lanes, top, lane, left: GUTTER, span: Math.max(rect.width - GUTTER, 1) };
+}
+
 function drawTimeline() {
-  const width = timelineCanvas.width, height = timelineCanvas.height;
+  const ratio = window.devicePixelRatio || 1;
+  tctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const { rect, lanes, top, lane, left, span } = timelineGeometry();
   tctx.fillStyle = "#1b1b1f";
-  tctx.fillRect(0, 0, width, height);
+  tctx.fillRect(0, 0, rect.width, rect.height);
   if (!state.video || !state.timeline) return;
   const frames = state.video.frames;
-  const ratio = window.devicePixelRatio || 1;
-  const px = (p) => (p / frames) * width;
-  const lanes = state.timeline.tracks;
-  const top = 16 * ratio;
-  const lane = Math.max(Math.min((height - top) / Math.max(lanes.length, 1), 18 * ratio), 4 * ratio);
+  const px = (p) => left + (p / frames) * span;
+  const wide = (a, b) => Math.max(px(b) - px(a), 1);
   tctx.fillStyle = "#333";
-  tctx.fillRect(0, 0, width, top - 4 * ratio);
+  tctx.fillRect(left, 0, span, top - 4);
+  tctx.font = "11px sans-serif";
+  tctx.fillStyle = "#8d8d98";
+  tctx.fillText(`${state.position + 1} / ${frames}`, 4, 11);
   lanes.forEach((track, i) => {
     const y = top + i * lane;
     if (track.id === state.selected) {
       tctx.fillStyle = "#2a2a33";
-      tctx.fillRect(0, y, width, lane);
+      tctx.fillRect(0, y, rect.width, lane);
+    }
+    if (lane >= 10) {
+      tctx.fillStyle = css(track.id);
+      tctx.fillText(`#${track.id} ${track.label}`.slice(0, 13), 4, y + lane * 0.7);
     }
     tctx.fillStyle = css(track.id, 0.85);
-    for (const [start, end] of track.runs) tctx.fillRect(px(start), y + lane * 0.2, Math.max(px(end + 1) - px(start), 1), lane * 0.6);
+    for (const [start, end] of track.runs) tctx.fillRect(px(start), y + lane * 0.2, wide(start, end + 1), lane * 0.6);
     tctx.fillStyle = "#3c3";
-    for (const p of track.locks) tctx.fillRect(px(p), y + lane * 0.75, Math.max(px(p + 1) - px(p), 1), lane * 0.25);
+    for (const p of track.locks) tctx.fillRect(px(p), y + lane * 0.75, wide(p, p + 1), lane * 0.25);
     for (const prompt of track.prompts) {
       tctx.fillStyle = prompt.source === "detector" ? "#fff" : "#fd3";
       tctx.beginPath();
@@ -284,16 +306,16 @@ function drawTimeline() {
     }
     tctx.fillStyle = "#f33";
     for (const w of track.warnings) {
-      tctx.beginPath();
       const wx = px(w.position);
-      tctx.moveTo(wx, y);
-      tctx.lineTo(wx + 4 * ratio, y);
-      tctx.lineTo(wx + 2 * ratio, y + 5 * ratio);
+      tctx.beginPath();
+      tctx.moveTo(wx - 3, y);
+      tctx.lineTo(wx + 3, y);
+      tctx.lineTo(wx, y + 5);
       tctx.fill();
     }
   });
   tctx.fillStyle = "#fff";
-  tctx.fillRect(px(state.position), 0, Math.max(2, px(1)), height);
+  tctx.fillRect(px(state.position), 0, Math.max(2, wide(state.position, state.position + 1)), rect.height);
   if (state.mark !== null) {
     tctx.fillStyle = "#3c3";
     tctx.fillRect(px(state.mark), 0, 2, top);
@@ -491,18 +513,17 @@ view.addEventListener("pointerup", async () => {
 });
 
 timelineCanvas.addEventListener("pointerdown", (event) => {
+  if (!state.video) return;
   const seekTo = (e) => {
-    const rect = timelineCanvas.getBoundingClientRect();
-    seek(Math.floor(((e.clientX - rect.left) / rect.width) * state.video.frames));
+    const { rect, left, span } = timelineGeometry();
+    seek(Math.floor(((e.clientX - rect.left - left) / span) * state.video.frames));
   };
-  seekTo(event);
-  timelineCanvas.onpointermove = (e) => e.buttons && seekTo(e);
-  const rect = timelineCanvas.getBoundingClientRect();
-  const ratio = window.devicePixelRatio || 1;
-  const lanes = state.timeline ? state.timeline.tracks : [];
-  const top = 16, lane = Math.max(Math.min((rect.height - top) / Math.max(lanes.length, 1), 18), 4);
+  const { rect, lanes, top, lane } = timelineGeometry();
   const index = Math.floor((event.clientY - rect.top - top) / lane);
-  if (index >= 0 && index < lanes.length && ratio) select(lanes[index].id);
+  if (index >= 0 && index < lanes.length) select(lanes[index].id);
+  seekTo(event);
+  timelineCanvas.setPointerCapture(event.pointerId);
+  timelineCanvas.onpointermove = (e) => e.buttons && seekTo(e);
 });
 
 // -- keyboard -------------------------------------------------------------------------------------------------
