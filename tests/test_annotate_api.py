@@ -269,3 +269,64 @@ def test_drift_warnings():
         (6, "area_jump"),
     ]
     assert json.dumps([w.detail for w in warnings])
+
+
+def test_the_cli_serves_a_project_and_exports_it(tmp_path, media):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from typer.testing import CliRunner
+
+    from segvlm.cli import app
+
+    clip, _, _ = media
+    port = _free_port()
+    project = tmp_path / "cli-project"
+    command = [sys.executable, "-m", "segvlm.cli", "annotate", str(clip), "--preset", "tiny-random"]
+    process = subprocess.Popen(
+        [*command, "--project", str(project), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.strip() == f"open http://localhost:{port}/", process.stderr.read()[-2000:]
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                data = json.loads(urllib.request.urlopen(f"{url}/api/project", timeout=5).read())
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.1)
+        assert data["videos"][0]["id"] == "clip"
+        body = json.dumps({"action": "add_object", "frame": 2, "box": [2, 5, 14, 15], "label": "car"}).encode()
+        request = urllib.request.Request(f"{url}/api/videos/clip/edit", body, {"Content-Type": "application/json"})
+        assert json.loads(urllib.request.urlopen(request, timeout=30).read())["edit"]["track_id"] == 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert (project / "sessions" / "clip" / "masks.json").exists()
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", str(project), "--format", "png,coco"])
+    assert done.exit_code == 0, done.output
+    exported = project / "exports" / "clip"
+    assert (exported / "coco" / "masks.json").exists() and len(list((exported / "png").glob("*.png"))) == N
+    effort = json.loads((exported / "png" / "effort.json").read_text())
+    assert effort["tracks"][0]["boxes"] == 1
+    missing = runner.invoke(app, ["export", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "not a project folder" in missing.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

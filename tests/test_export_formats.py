@@ -35,7 +35,7 @@ from segvlm.video import read_frames
 
 H, W = 37, 53
 SOURCE_FRAMES, STRIDE = 10, 2
-FILE_FORMATS = {"coco", "overlay", "png", "yolo", "ytvis"}
+FILE_FORMATS = {"coco", "hf-dataset", "overlay", "png", "yolo", "ytvis"}
 IOU_BOUND = 0.9  # YOLO polygons, simplified at 0.7 px, against blob-like masks of ~100 px or more
 LABELS = {1: "red box", 2: "blue ball", 3: "red box", 7: "green ring"}
 
@@ -178,7 +178,7 @@ def _parse_label_file(path, class_count: int) -> list[tuple[int, np.ndarray]]:
 def test_registry_lists_the_builtins_and_loads_nothing_heavy():
     formats = {fmt.name: fmt for fmt in list_formats()}
     assert set(formats) == FILE_FORMATS | {"supervision"}
-    assert {name for name, fmt in formats.items() if fmt.needs_frames} == {"overlay", "yolo"}
+    assert {name for name, fmt in formats.items() if fmt.needs_frames} == {"hf-dataset", "overlay", "yolo"}
     assert {name for name, fmt in formats.items() if fmt.write is None} == {"supervision"}
     assert all(fmt.description and "\n" not in fmt.description for fmt in formats.values())
     assert get_format("YOLO") is formats["yolo"]
@@ -193,7 +193,7 @@ def test_registry_lists_the_builtins_and_loads_nothing_heavy():
 def test_unknown_format_names_the_known_ones(scene):
     result, _ = scene
     with pytest.raises(
-        UnknownFormatError, match=r"unknown export format 'mp4'; use one of: coco, overlay, png"
+        UnknownFormatError, match=r"unknown export format 'mp4'; use one of: coco, hf-dataset, overlay, png"
     ) as info:
         export(result, "mp4", "anywhere")
     assert isinstance(info.value, SegvlmError)
@@ -457,3 +457,20 @@ def test_every_file_format_from_a_pipeline_result(tmp_path):
     label_files = sorted((tmp_path / "yolo" / "labels" / "train").iterdir())
     assert [len(_parse_label_file(p, 2)) for p in label_files] == [len(frame) for frame in result] == [2, 2, 2, 1, 1]
     assert len(list(read_frames(str(written["overlay"][0])))) == 5
+
+
+def test_hf_dataset_export_loads_with_datasets(tmp_path):
+    import datasets
+
+    from segvlm.data import with_decoded_masks
+
+    red = Sprite("red", (220, 30, 30), (10, 12), [(5, 2 + t) for t in range(6)])
+    frames, truth = render([red], 48, 64, 6)
+    config = PipelineConfig(tracking=TrackingConfig(reground_every=100, min_mask_area=1))
+    pipe = Pipeline(config, grounder=ColourGrounder({"red box": (220, 30, 30)}), segmenter=ColourSegmenter())
+    result = pipe("red box", frames)
+    written = export(result, "hf-dataset", tmp_path / "ds", video=frames)
+    assert any(path.name == "dataset_info.json" for path in written)
+    loaded = with_decoded_masks(datasets.load_from_disk(str(tmp_path / "ds")))
+    assert len(loaded) == 6 and loaded[3]["regions"][0]["label"] == "red box"
+    assert np.array_equal(loaded[3]["masks"][0], truth["red"][3])

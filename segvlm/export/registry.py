@@ -111,6 +111,25 @@ def _write_ytvis(result: VideoSegmentation, out_dir: Path, video: Any = None) ->
     return write_ytvis(result, out_dir)
 
 
+def _write_hf_dataset(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
+    """One row per processed frame in segvlm.data's schema (image, source, frame_index, regions with COCO RLE),
+    saved with ``Dataset.save_to_disk``: ``datasets.load_from_disk(out_dir)`` reads it back."""
+    import datasets
+
+    from segvlm.data.rows import rows_from_segmentation
+    from segvlm.data.schema import features, rows_to_table
+
+    source = source_stem(result.info.source)
+    is_image = len(result) == 1 and result.info.fps is None
+    rows = rows_from_segmentation(
+        result, video, source, is_image=is_image, stride=result.info.stride, caption_templates=("a {label}",)
+    )
+    dataset = datasets.Dataset(rows_to_table(rows))
+    assert dataset.features == features()
+    dataset.save_to_disk(str(out_dir))
+    return sorted(path for path in out_dir.iterdir() if path.is_file())
+
+
 def _convert_supervision(result: VideoSegmentation) -> list[Any]:
     return [frame.to_supervision() for frame in result]
 
@@ -132,6 +151,12 @@ def _builtin_formats() -> list[ExportFormat]:
             needs_frames=True,
         ),
         ExportFormat("ytvis", "YouTube-VIS 2019/2021 instances JSON, one annotation per track", _write_ytvis),
+        ExportFormat(
+            "hf-dataset",
+            "Hugging Face dataset (save_to_disk) in segvlm.data's schema: images and COCO RLE regions",
+            _write_hf_dataset,
+            needs_frames=True,
+        ),
         ExportFormat("supervision", "in memory: one supervision.Detections per frame", None, _convert_supervision),
     ]
 
