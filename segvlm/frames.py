@@ -347,6 +347,8 @@ class _VideoReader:
                 frames = packet.decode()
             except av.error.FFmpegError as error:
                 self._demux = self._first = None  # the decoder state is unknown: the next read seeks again
+                if found is not None:  # the damaged packet comes after the wanted frame's in decode order
+                    return found
                 why = (
                     f"the video is truncated or corrupt there ({error}). Frames before the damage can still be "
                     "read; re-export or re-download the video to get this one"

@@ -330,3 +330,51 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class SlowColourSegmenter(ColourSegmenter):
+    """The exact fake, a tenth of a second per frame: long enough to cancel a propagation part-way."""
+
+    def start(self, height, width):
+        import time
+
+        session = super().start(height, width)
+        step = session.step
+
+        def slow_step(*args, **kwargs):
+            time.sleep(0.1)
+            return step(*args, **kwargs)
+
+        session.step = slow_step
+        return session
+
+
+def test_cancel_a_propagation_keeps_the_frames_done_and_edits_wait_for_it(tmp_path, media):
+    from fastapi.testclient import TestClient
+
+    clip, _, truth = media
+    config = PipelineConfig(tracking=TrackingConfig(reground_every=1000, min_mask_area=1))
+    pipe = Pipeline(config, grounder=ColourGrounder({}), segmenter=SlowColourSegmenter())
+    project = Project.open(tmp_path / "p", [clip], pipe)
+    server = AnnotationServer(project)
+    client = TestClient(server.app)
+    client.post(
+        "/api/videos/clip/edit",
+        json={"action": "add_object", "frame": 0, "points": [centre(truth["red"][0])], "labels": [1]},
+    )
+    events = server.hub.subscribe("clip")
+    client.post("/api/videos/clip/propagate", json={"frame": 0, "direction": "forward"})
+    assert events.get(timeout=10)["type"] == "job"
+    assert events.get(timeout=10)["type"] == "frame"
+    busy = client.post("/api/videos/clip/edit", json={"action": "undo"})
+    assert busy.status_code == 409 and "cancel it" in busy.json()["error"]
+    assert client.post("/api/videos/clip/cancel").json()["job"]["state"] == "running"
+    job = server.jobs.wait("clip")
+    assert job.state == "cancelled" and 0 < job.done < N
+    result = project.session("clip").result
+    done = [p for p in range(N) if result[p].get(1) is not None]
+    assert done == list(range(len(done))) and len(done) < N  # the frames computed before the cancel stay
+    undone = client.post("/api/videos/clip/edit", json={"action": "undo"}).json()
+    assert undone["edit"]["action"] == "undo propagate"
+    assert [p for p in range(N) if result[p].get(1) is not None] == [0]
+    project.close()

@@ -202,6 +202,16 @@ def test_the_folder_keeps_every_edit_and_the_undo_history(pipe, frames_truth, tm
         pipe.correct(third.result, frames, folder=folder)
 
 
+def test_the_session_exports_through_the_registry(pipe, frames_truth, tmp_path):
+    frames, truth = frames_truth
+    session = pipe.correct(pipe("red box", frames), frames)
+    session.add_object(10, box=(40, 30, 50, 40), label="blue box")
+    written = session.export("yolo", tmp_path / "yolo")
+    assert len([p for p in written if p.suffix == ".jpg"]) == N
+    labels = (tmp_path / "yolo" / "labels" / "train").glob("*.txt")
+    assert all(len(path.read_text().splitlines()) == 2 for path in labels)  # both objects on every frame
+
+
 def test_a_torn_journal_line_is_dropped(pipe, frames_truth, tmp_path):
     frames, truth = frames_truth
     folder = tmp_path / "session"

@@ -231,6 +231,16 @@ class CorrectionSession:
             if hasattr(self.frames, "close"):
                 self.frames.close()
 
+    def export(self, format: str, out: str | Path) -> Any:
+        """Export the result through the format registry, reading pixels from the session's video."""
+        from segvlm.export.registry import export
+
+        with self._lock:
+            video: Any = self.info.video
+            if video == "<frames>":  # frames given in memory: hand them over again
+                video = [self.frames[position] for position in range(len(self.frames))]
+            return export(self.result, format, out, video=video)
+
     def __enter__(self) -> CorrectionSession:
         return self
 

@@ -314,8 +314,13 @@ function drawTimeline() {
       tctx.fill();
     }
   });
+  const cell = wide(state.position, state.position + 1);
+  if (cell > 4) {
+    tctx.fillStyle = "rgba(255,255,255,0.12)";
+    tctx.fillRect(px(state.position), 0, cell, rect.height);
+  }
   tctx.fillStyle = "#fff";
-  tctx.fillRect(px(state.position), 0, Math.max(2, wide(state.position, state.position + 1)), rect.height);
+  tctx.fillRect(px(state.position) + cell / 2 - 1, 0, 2, rect.height);
   if (state.mark !== null) {
     tctx.fillStyle = "#3c3";
     tctx.fillRect(px(state.mark), 0, 2, top);
@@ -381,7 +386,7 @@ function needsTrack() {
 async function promptEdit(kind, payload) {
   // kind: points | box | strokes. A new object when asked (N) or when nothing is selected.
   if (state.newObject || state.selected === null) {
-    const label = ($("query").value.split(/[.,]/)[0] || "object").trim() || "object";
+    const label = $("new-label").value.trim() || "object";
     return edit({ action: "add_object", label, ...payload });
   }
   const action = { points: "add_points", box: "add_box", strokes: "paint" }[kind];
