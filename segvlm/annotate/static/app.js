@@ -148,15 +148,38 @@ async function masksAt(position) {
   return state.masks.get(position);
 }
 
+let loading = false; // a frame request is in flight
+let wanted = null; // the latest position asked for while it was
+
 async function seek(position) {
+  // While a frame is loading, only the latest request is kept: dragging the timeline over a long video asks
+  // for one frame at a time instead of queueing every position the pointer crossed.
   position = Math.min(Math.max(position, 0), state.video.frames - 1);
   state.position = position;
   $("frame-label").textContent = `frame ${position + 1} / ${state.video.frames}`;
-  const [image] = await Promise.all([loadImage(position), masksAt(position)]);
-  if (state.position !== position) return; // a later seek won
-  state.image = image;
-  draw();
   drawTimeline();
+  if (loading) {
+    wanted = position;
+    return;
+  }
+  loading = true;
+  try {
+    const [image] = await Promise.all([loadImage(position), masksAt(position)]);
+    if (state.position === position) {
+      state.image = image;
+      draw();
+    }
+  } catch (error) {
+    say(error.message, true);
+  } finally {
+    loading = false;
+  }
+  if (wanted !== null && wanted !== position) {
+    const next = wanted;
+    wanted = null;
+    return seek(next);
+  }
+  wanted = null;
   for (const next of [position + 1, position + 2]) {
     if (next < state.video.frames) new Image().src = `${base()}/frames/${next}.jpg?size=${frameSize()}`;
   }
@@ -215,9 +238,14 @@ function draw() {
     ctx.strokeStyle = css(obj.track_id, obj.track_id === state.selected ? 1 : 0.7);
     ctx.lineWidth = obj.track_id === state.selected ? 3 : 1.5;
     ctx.strokeRect(x + x0 * scale, y + y0 * scale, (x1 - x0) * scale, (y1 - y0) * scale);
-    ctx.fillStyle = css(obj.track_id, 0.85);
-    ctx.font = `${Math.round(13 * (window.devicePixelRatio || 1))}px sans-serif`;
-    ctx.fillText(`#${obj.track_id} ${obj.label}`, x + x0 * scale + 2, y + y0 * scale - 4);
+    const size = Math.round(13 * (window.devicePixelRatio || 1));
+    const text = `#${obj.track_id} ${obj.label}`;
+    ctx.font = `${size}px sans-serif`;
+    const tx = x + x0 * scale, ty = Math.max(y + y0 * scale - size - 4, 0);
+    ctx.fillStyle = "rgba(0,0,0,0.65)";
+    ctx.fillRect(tx, ty, ctx.measureText(text).width + 8, size + 4);
+    ctx.fillStyle = css(obj.track_id);
+    ctx.fillText(text, tx + 4, ty + size);
   }
   const timeline = state.timeline && state.timeline.tracks.find((t) => t.id === state.selected);
   if (timeline && timeline.locks.includes(state.position)) {
