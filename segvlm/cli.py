@@ -62,6 +62,12 @@ def segment(
         console.print("[red]error:[/] the supervision format is a Python value; use --format with file formats")
         raise typer.Exit(2)
     names = [fmt.name for fmt in chosen] or ["coco", *(["overlay"] if overlay else [])]
+    problem = output_folder_problem(out)
+    if problem:
+        console.print(f"[red]error:[/] {problem}")
+        raise typer.Exit(2)
+    if (out / "masks.json").exists():
+        console.print(f"[yellow]note:[/] {out}/masks.json exists and will be replaced")
     overrides = {}
     if grounder:
         overrides["grounder"] = {"name": grounder}
@@ -116,15 +122,38 @@ def segment(
         raise typer.Exit(2) from None
     tracks = result.tracks()
     if not tracks:
-        console.print(f"nothing matched {query!r} in {len(result)} frames; wrote an empty result to {out}")
+        typer.echo(f"nothing matched {query!r} in {len(result)} frames; wrote an empty result to {out}")
     else:
         shown = sorted({str(path if path.parent == out else path.parent) for path in map(Path, written)})
-        console.print(f"{len(tracks)} tracks over {len(result)} frames -> {', '.join(shown[:6])}")
+        typer.echo(f"{len(tracks)} tracks over {len(result)} frames -> {', '.join(shown[:6])}")
         for track in tracks:
-            console.print(
+            typer.echo(
                 f"  #{track.track_id} {track.label}: frames {track.first_frame}-{track.last_frame} "
                 f"({len(track)} frames), score {track.mean_score:.2f}"
             )
+
+
+def output_folder_problem(out: Path) -> str | None:
+    """Why ``out`` cannot take the results (checked before any model loads), or None when it can."""
+    import os
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder (it is created if missing)"
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--out {out} is inside {parent}, which is a file; give a folder path"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write to {parent}: permission denied; choose a folder you can write to with --out"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".segvlm-check-"):
+            pass
+    except OSError as error:
+        return f"cannot write to {out} ({error.strerror or error}); choose another folder with --out"
+    return None
 
 
 @app.command()

@@ -25,6 +25,9 @@ class RLE:
     size: tuple[int, int]
     counts: str
 
+    def __repr__(self) -> str:  # the counts string can be kilobytes long: show its length, not its text
+        return f"RLE(size={self.size}, counts=<{len(self.counts)} chars>)"
+
     @classmethod
     def encode(cls, mask: np.ndarray) -> RLE:
         """Encode a (H, W) boolean or 0/1 array."""

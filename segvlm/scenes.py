@@ -53,6 +53,8 @@ class SceneConfig:
         shapes: shape names to draw from (of :data:`SHAPES`).
         sizes: size words to draw from (keys of :data:`SIZES`).
         distinct_colours: no two objects of a scene share a colour (then "the red one" is unambiguous).
+        distinct_shapes: no two objects of a scene share a shape (needs ``n_objects <= len(shapes)``).
+        min_gap: least distance in pixels between the boxes of two objects in the first frame.
         background: RGB of the background.
         max_speed: largest per-frame displacement in pixels (videos only).
         caption_template: region caption; ``{size}``, ``{colour}`` and ``{shape}`` are filled in.
@@ -66,6 +68,8 @@ class SceneConfig:
     shapes: tuple[str, ...] = SHAPES
     sizes: tuple[str, ...] = tuple(SIZES)
     distinct_colours: bool = True
+    distinct_shapes: bool = False
+    min_gap: float = 1.0
     background: tuple[int, int, int] = (0, 0, 0)
     max_speed: float = 3.0
     caption_template: str = "{size} {colour} {shape}"
@@ -83,6 +87,11 @@ class SceneConfig:
             raise ValueError(
                 f"{self.n_objects} objects with distinct colours need at least as many colours, "
                 f"got {len(self.colours)}; add colours or set distinct_colours=False"
+            )
+        if self.distinct_shapes and self.n_objects > len(self.shapes):
+            raise ValueError(
+                f"{self.n_objects} objects with distinct shapes need at least as many shapes, "
+                f"got {len(self.shapes)}; set distinct_shapes=False or use fewer objects"
             )
 
 
@@ -139,13 +148,15 @@ def shape_mask(shape: str, side: int, centre: tuple[float, float], size: int) ->
     raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
-def _place(rng: np.random.Generator, sides: list[int], size: int, tries: int = 100) -> list[tuple[float, float]] | None:
-    """Centres whose boxes are at least one pixel apart, by rejection; None when ``tries`` draws fail."""
+def _place(
+    rng: np.random.Generator, sides: list[int], size: int, tries: int = 100, min_gap: float = 1.0
+) -> list[tuple[float, float]] | None:
+    """Centres whose boxes are at least ``min_gap`` pixels apart, by rejection; None when ``tries`` draws fail."""
     centres: list[tuple[float, float]] = []
     for side in sides:
         for _ in range(tries):
             cx, cy = rng.uniform(side / 2, size - side / 2, size=2)
-            gap = [(side + other) / 2 + 1 for other in sides[: len(centres)]]
+            gap = [(side + other) / 2 + min_gap for other in sides[: len(centres)]]
             if all(abs(cx - ox) >= g or abs(cy - oy) >= g for (ox, oy), g in zip(centres, gap, strict=True)):
                 centres.append((float(cx), float(cy)))
                 break
@@ -175,26 +186,47 @@ def _paths(rng: np.random.Generator, starts: list[tuple[float, float]], sides: l
 def make_scene(seed: int, index: int, config: SceneConfig = SceneConfig()) -> Scene:
     """Scene ``index`` of the stream ``seed``: the same arguments always give the same scene."""
     rng = np.random.default_rng([seed, index])
-    n, size = config.n_objects, config.image_size
+    n = config.n_objects
     colour_ids = rng.choice(len(config.colours), size=n, replace=not config.distinct_colours)
-    shapes = rng.choice(len(config.shapes), size=n)
+    shapes = rng.choice(len(config.shapes), size=n, replace=not config.distinct_shapes)
     size_words = rng.choice(len(config.sizes), size=n)
+    return layout_scene(
+        rng,
+        [config.colours[k] for k in colour_ids],
+        [config.shapes[k] for k in shapes],
+        [config.sizes[k] for k in size_words],
+        config,
+    )
+
+
+def layout_scene(
+    rng: np.random.Generator, colours: list[str], shapes: list[str], sizes: list[str], config: SceneConfig
+) -> Scene:
+    """Objects of the given attributes (one entry per object), given random sides and non-overlapping
+    positions (``config.min_gap`` apart in the first frame) and, in videos, random straight paths; rendered.
+
+    This is :func:`make_scene` after it has drawn the attributes, so a caller that needs scenes with chosen
+    attributes (say, one object of a given colour) draws them itself and gets the same kind of scene.
+    """
+    size = config.image_size
     starts = None
-    while starts is None:  # redraw the sizes until the objects fit without overlapping in the first frame
-        sides = [int(round(rng.uniform(*SIZES[config.sizes[k]]) * size)) for k in size_words]
-        starts = _place(rng, sides, size)
+    while starts is None:  # redraw the sides until the objects fit without overlapping in the first frame
+        sides = [int(round(rng.uniform(*SIZES[word]) * size)) for word in sizes]
+        starts = _place(rng, sides, size, min_gap=config.min_gap)
     paths = _paths(rng, starts, sides, config)
     objects = [
         SceneObject(
-            track_id=j + 1,
-            colour=config.colours[colour_ids[j]],
-            shape=config.shapes[shapes[j]],
-            size=config.sizes[size_words[j]],
-            side=sides[j],
-            centres=paths[j],
+            track_id=j + 1, colour=colours[j], shape=shapes[j], size=sizes[j], side=sides[j], centres=paths[j]
         )
-        for j in range(n)
+        for j in range(len(sides))
     ]
+    return render(objects, config)
+
+
+def render(objects: list[SceneObject], config: SceneConfig) -> Scene:
+    """Draw ``objects`` (each with one centre per frame) on ``config.frames`` frames of ``config.image_size``
+    pixels; later objects cover earlier ones, and each object's mask is what stays visible of it."""
+    size = config.image_size
     frames, masks = [], []
     for t in range(config.frames):
         image = np.empty((size, size, 3), dtype=np.uint8)  # (H, W, 3)
@@ -207,7 +239,7 @@ def make_scene(seed: int, index: int, config: SceneConfig = SceneConfig()) -> Sc
             visible.append(mask)
         frames.append(image)
         masks.append(visible)
-    return Scene(frames=frames, masks=masks, objects=objects)
+    return Scene(frames=frames, masks=masks, objects=list(objects))
 
 
 def _png(image: np.ndarray) -> bytes:

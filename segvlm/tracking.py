@@ -25,6 +25,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -381,8 +382,10 @@ class Pipeline:
         parsed = parse_query(query)
         source = read_frames(video, stride=stride, max_frames=max_frames)
         meta = source.meta
+        # A path is stored absolute, so that a saved result still finds its video from another folder.
+        where = str(Path(meta.source).resolve()) if isinstance(video, (str, Path)) else meta.source
         result = VideoSegmentation(
-            info=VideoInfo(meta.source, meta.height, meta.width, source.fps, stride),
+            info=VideoInfo(where, meta.height, meta.width, source.fps, stride),
             query=parsed.text,
             phrases=list(parsed.phrases),
             meta=self._provenance(max_frames),

@@ -99,3 +99,45 @@ def test_presets_command_lists_the_presets():
     assert result.exit_code == 0
     for name in ("default", "cpu-fast", "gpu-quality", "tiny-random"):
         assert name in result.output
+
+
+def test_output_location_is_checked_before_any_model_loads(video, tmp_path):
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("a person's notes")
+    result = runner.invoke(app, ["segment", video, "box", "--out", str(a_file), "--preset", "tiny-random"])
+    assert result.exit_code == 2 and "is a file; give a folder" in " ".join(result.output.split())
+    assert a_file.read_text() == "a person's notes"
+    inside = runner.invoke(app, ["segment", video, "box", "--out", str(a_file / "sub"), "--preset", "tiny-random"])
+    assert inside.exit_code == 2 and "which is a file" in " ".join(inside.output.split())
+    assert "meaningless" not in result.output + inside.output  # refused before the preset was even read
+
+
+def test_a_still_image_gets_a_picture_overlay_and_python_m_segvlm_works(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segvlm",
+            "segment",
+            str(tmp_path / "photo.png"),
+            "thing",
+            "--out",
+            str(out),
+            "--preset",
+            "tiny-random",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "overlay.png").exists() and not (out / "overlay.mp4").exists()
+    assert "over 1 frames" in done.stdout or "nothing matched" in done.stdout  # the summary is on stdout
+    saved = json.loads((out / "masks.json").read_text())["segvlm"]["video"]["source"]
+    assert saved == str((tmp_path / "photo.png").resolve())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,13 +76,21 @@ def save_overlay(result: VideoSegmentation, path: str, video: Any = None, alpha:
     """Write the overlay video for ``result`` to ``path`` (mp4 or webm); returns the path.
 
     Frames are read again from ``video`` (default: the result's source) as a stream, with the result's
-    stride, so the overlay has exactly one frame per processed frame.
+    stride, so the overlay has exactly one frame per processed frame. A ``path`` ending in an image suffix
+    (``.png``, ``.jpg``) writes the first frame as a picture: what a still image's overlay should be.
     """
     source = video if video is not None else result.info.source
     if isinstance(source, str) and source.startswith("<"):
         raise ValueError("the result came from in-memory frames; pass them again: save_overlay(path, video=frames)")
     annotator = MaskAnnotator(alpha=alpha)
     frames = read_frames(source, stride=result.info.stride, max_frames=len(result))
+    if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+        from PIL import Image
+
+        first = next(iter(frames))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(annotator.annotate(first.image, result[0])).save(path)
+        return path
     with VideoWriter(path, result.info.width, result.info.height, fps=result.info.fps or 25.0) as writer:
         for frame_result, frame in zip(result, frames):
             writer.write(annotator.annotate(frame.image, frame_result))

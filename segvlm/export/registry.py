@@ -90,7 +90,9 @@ def _write_coco(result: VideoSegmentation, out_dir: Path, video: Any = None) -> 
 def _write_overlay(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
     from segvlm.export.overlay import save_overlay
 
-    return [Path(save_overlay(result, str(out_dir / "overlay.mp4"), video=video))]
+    still = len(result) == 1 and result.info.fps is None  # a photo: its overlay is a picture, not a video
+    name = "overlay.png" if still else "overlay.mp4"
+    return [Path(save_overlay(result, str(out_dir / name), video=video))]
 
 
 def _write_png(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:

@@ -182,6 +182,8 @@ class Sam2VideoSegmenter(VideoSegmenter):
 
     def preprocess(self, image: np.ndarray):
         """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""
+        if not image.flags.writeable:  # frames shared with a FrameStore's cache; torch wants writable memory
+            image = image.copy()
         inputs = self.processor(images=image, return_tensors="pt")
         return inputs.pixel_values.to(self.device, dtype=self.dtype)
 

@@ -259,8 +259,10 @@ function draw() {
 
 function toolHint() {
   const target = state.selected === null ? "no object selected (N for a new one)" : `object #${state.selected}`;
-  return { click: `clicks on ${target}`, box: `box for ${target}`, brush: `brush on ${target} (${state.brush}px)`,
+  const tool = { click: `clicks on ${target}`, box: `box for ${target}`, brush: `brush on ${target} (${state.brush}px)`,
     eraser: `eraser on ${target} (${state.brush}px)` }[state.tool];
+  const next = state.selected === null ? "" : " · F/R/G propagate · L approve";
+  return `${tool}${next} · ? all keys`;
 }
 
 function drawDrag(scale, x, y) {
