@@ -14,7 +14,7 @@ import numpy as np
 
 from segvlm.config import GrounderConfig
 from segvlm.grounding.base import Grounder, postprocess_detections
-from segvlm.tiny import resolve_model
+from segvlm.loading import load_pretrained
 from segvlm.types import Detection
 
 
@@ -42,9 +42,8 @@ class GroundingDinoGrounder(Grounder):
     def from_config(cls, config: GrounderConfig, device: str = "cpu") -> GroundingDinoGrounder:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-        path = resolve_model(config.model)
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(path).to(device).eval()
-        return cls(model, AutoProcessor.from_pretrained(path), config, device)
+        model = load_pretrained(AutoModelForZeroShotObjectDetection, config.model).to(device).eval()
+        return cls(model, load_pretrained(AutoProcessor, config.model), config, device)
 
     def detect(self, image: np.ndarray, phrases: Sequence[str], query: str = "") -> list[Detection]:
         import torch

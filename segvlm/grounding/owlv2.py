@@ -8,7 +8,7 @@ import numpy as np
 
 from segvlm.config import GrounderConfig
 from segvlm.grounding.base import Grounder, postprocess_detections
-from segvlm.tiny import resolve_model
+from segvlm.loading import load_pretrained
 from segvlm.types import Detection
 
 
@@ -29,9 +29,8 @@ class Owlv2Grounder(Grounder):
     def from_config(cls, config: GrounderConfig, device: str = "cpu") -> Owlv2Grounder:
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-        path = resolve_model(config.model)
-        model = Owlv2ForObjectDetection.from_pretrained(path).to(device).eval()
-        processor = Owlv2Processor.from_pretrained(path)
+        model = load_pretrained(Owlv2ForObjectDetection, config.model).to(device).eval()
+        processor = load_pretrained(Owlv2Processor, config.model)
         return cls(model, processor, config, device)
 
     def detect(self, image: np.ndarray, phrases: Sequence[str], query: str = "") -> list[Detection]:

@@ -21,8 +21,8 @@ import numpy as np
 
 from segvlm.config import SegmenterConfig
 from segvlm.devices import resolve_dtype
+from segvlm.loading import load_pretrained
 from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
-from segvlm.tiny import resolve_model
 
 
 def add_prompts(processor, session, position: int, prompts: Sequence[ObjectPrompt], size: tuple[int, int]) -> None:
@@ -174,10 +174,9 @@ class Sam2VideoSegmenter(VideoSegmenter):
         from transformers import Sam2VideoProcessor
 
         dtype = resolve_dtype(config.dtype, device)
-        path = resolve_model(config.model)
         model_class = getattr(transformers, cls.model_class_name)
-        model = model_class.from_pretrained(path, dtype=dtype).to(device).eval()
-        processor = Sam2VideoProcessor.from_pretrained(path)
+        model = load_pretrained(model_class, config.model, dtype=dtype).to(device).eval()
+        processor = load_pretrained(Sam2VideoProcessor, config.model)
         return cls(model, processor, config, device, dtype, fast=fast)
 
     def preprocess(self, image: np.ndarray):

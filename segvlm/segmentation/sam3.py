@@ -36,7 +36,7 @@ import numpy as np
 
 from segvlm.config import SegmenterConfig
 from segvlm.devices import resolve_dtype
-from segvlm.tiny import resolve_model
+from segvlm.loading import load_pretrained
 
 
 @dataclass
@@ -197,9 +197,8 @@ class Sam3VideoSegmenter:
         from transformers import Sam3VideoModel, Sam3VideoProcessor
 
         dtype = resolve_dtype(config.dtype, device)
-        path = resolve_model(config.model)
-        model = Sam3VideoModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        processor = Sam3VideoProcessor.from_pretrained(path)
+        model = load_pretrained(Sam3VideoModel, config.model, dtype=dtype).to(device).eval()
+        processor = load_pretrained(Sam3VideoProcessor, config.model)
         return cls(model, processor, config, device, dtype)
 
     def preprocess(self, image: np.ndarray):

@@ -14,9 +14,9 @@ import numpy as np
 
 from segvlm.config import SegmenterConfig
 from segvlm.devices import resolve_dtype
+from segvlm.loading import load_pretrained
 from segvlm.masks import RLE
 from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
-from segvlm.tiny import resolve_model
 
 
 class SamImageSession(SegmenterSession):
@@ -68,9 +68,8 @@ class SamImageSegmenter(VideoSegmenter):
         from transformers import SamModel, SamProcessor
 
         dtype = resolve_dtype(config.dtype, device)
-        path = resolve_model(config.model)
-        model = SamModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        return cls(model, SamProcessor.from_pretrained(path), config, device, dtype)
+        model = load_pretrained(SamModel, config.model, dtype=dtype).to(device).eval()
+        return cls(model, load_pretrained(SamProcessor, config.model), config, device, dtype)
 
     def start(self, height: int, width: int) -> SamImageSession:
         return SamImageSession(self, height, width)
