@@ -43,6 +43,10 @@ def segment(
             "(default: coco and overlay). Each non-COCO format goes to OUT/<format>/.",
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue a run that was killed, from OUT/run.jsonl (frames are logged as they finish)."),
+    ] = False,
 ) -> None:
     """Segment and track QUERY through VIDEO; write OUT/masks.json (COCO RLE) and OUT/overlay.mp4."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -65,6 +69,14 @@ def segment(
     problem = output_folder_problem(out)
     if problem:
         console.print(f"[red]error:[/] {problem}")
+        raise typer.Exit(2)
+    checkpoint = out / "run.jsonl"
+    if checkpoint.exists() and not resume:
+        logged = max(sum(1 for _ in open(checkpoint, "rb")) - 1, 0)
+        console.print(
+            f"[red]error:[/] {out} holds an unfinished run ({logged} frames logged in {checkpoint.name}); add --resume "
+            "to continue it, or choose another --out"
+        )
         raise typer.Exit(2)
     if (out / "masks.json").exists():
         console.print(f"[yellow]note:[/] {out}/masks.json exists and will be replaced")
@@ -102,7 +114,15 @@ def segment(
                 )
 
             try:
-                result = runner(query, video, max_frames=max_frames, stride=stride, on_frame=on_frame)
+                result = runner(
+                    query,
+                    video,
+                    max_frames=max_frames,
+                    stride=stride,
+                    on_frame=on_frame,
+                    checkpoint=checkpoint,
+                    resume=resume,
+                )
             except VideoReadError as error:
                 partial = getattr(error, "partial_result", None)
                 if partial is not None and len(partial):
@@ -114,6 +134,7 @@ def segment(
         for name in names:
             target = out if name in ("coco", "overlay") else out / name
             written += result.export(name, str(target), video=video)
+        checkpoint.unlink(missing_ok=True)  # the results are saved: the run log has served its purpose
     except ExportError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

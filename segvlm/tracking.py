@@ -103,6 +103,8 @@ class _Tracker:
     history: deque = field(default_factory=deque)
     next_id: int = 1
     prompts: dict[int, dict[int, FramePrompt]] = field(default_factory=dict)  # the grounder's box per track
+    backfilled: list[tuple[int, ObjectMask]] = field(default_factory=list)  # (position, mask) since last drained
+    new_prompts: list[tuple[int, int, FramePrompt]] = field(default_factory=list)  # since last drained
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=max(self.pipeline.config.tracking.backfill, 0))
@@ -124,12 +126,12 @@ class _Tracker:
         for candidate in accepted:
             prompt = FramePrompt(box=tuple(map(float, candidate.detection.box_xyxy)), source="detector")
             self.prompts.setdefault(candidate.obj_id, {})[frame.index] = prompt
+            self.new_prompts.append((candidate.obj_id, frame.index, prompt))
         result = self._frame_result(frame, output)
         self.frames.append(result)
         for candidate in accepted:
             self._backfill(candidate, result.get(candidate.obj_id), frame.image)
-        if self.history.maxlen:
-            self.history.append((position, frame.image))
+        self.remember(position, frame.image)
         return result
 
     def _new_candidates(self, image: np.ndarray) -> list[_Candidate]:
@@ -249,6 +251,46 @@ class _Tracker:
                 return
             target = self.frames[position]
             target.objects = sorted([*target.objects, obj], key=lambda o: o.track_id)
+            self.backfilled.append((position, obj))
+
+    # -- run logs: write as it goes, resume after a kill ---------------------------------------------------
+    def log_frame(self, log: Any) -> None:
+        """Append the last processed frame, what it back-filled and started, and the tracker's state."""
+        from segvlm.runlog import TrackSnapshot
+
+        tracks = {
+            track_id: TrackSnapshot(state.label, state.phrase, state.score, state.lost_frames, state.ended)
+            for track_id, state in self.tracks.items()
+        }
+        log.append(self.frames[-1], self.backfilled, self.new_prompts, tracks, self.next_id)
+        self.backfilled, self.new_prompts = [], []
+
+    def restore(self, state: Any) -> None:
+        """Continue from a run log's state (see :mod:`segvlm.runlog`)."""
+        self.frames = list(state.frames)
+        self.tracks = {
+            track_id: _TrackState(t.label, t.phrase, t.score, t.lost_frames, t.ended)
+            for track_id, t in state.tracks.items()
+        }
+        self.next_id = state.next_id
+        self.prompts = {track_id: dict(per_frame) for track_id, per_frame in state.prompts.items()}
+
+    def reenter(self, frame: Frame, pixel_values: Any) -> None:
+        """Start a session on the last logged frame with every running track's mask there as its prompt."""
+        last = self.frames[-1]
+        prompts = [
+            ObjectPrompt(obj.track_id, mask=obj.mask)
+            for obj in last.objects
+            if obj.track_id in self.tracks and not self.tracks[obj.track_id].ended
+        ]
+        if prompts:
+            self.session = self.pipeline.segmenter.start(self.height, self.width)
+            self.session.step(frame.image, prompts, pixel_values=pixel_values)
+
+    def remember(self, position: int, image: np.ndarray) -> None:
+        """Keep a logged frame in the back-fill buffer (a track found after a resume back-fills into it)."""
+        if self.history.maxlen:
+            self.history.append((position, image))
 
 
 @dataclass
@@ -362,6 +404,8 @@ class Pipeline:
         max_frames: int | None = None,
         stride: int = 1,
         on_frame: Callable[[FrameResult, Progress], None] | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
     ) -> VideoSegmentation:
         """Segment and track what ``query`` names through ``video``.
 
@@ -371,6 +415,9 @@ class Pipeline:
             max_frames: process at most this many frames (after stride).
             stride: process every ``stride``-th frame.
             on_frame: called after each frame with its result and a :class:`Progress`.
+            checkpoint: a run log path: each finished frame is appended to it as it is computed, so a killed run
+                loses nothing (see :mod:`segvlm.runlog`).
+            resume: continue the run logged at ``checkpoint`` from its last complete frame.
 
         Returns:
             A :class:`VideoSegmentation` (empty of objects when nothing matched the query).
@@ -392,15 +439,23 @@ class Pipeline:
         )
         tracker_class = _TextNativeTracker if getattr(self.segmenter, "text_native", False) else _Tracker
         tracker = tracker_class(self, parsed.phrases, parsed.text, meta.height, meta.width)
+        log, skip = self._open_log(checkpoint, resume, tracker, result, max_frames)
         started = time.perf_counter()
         try:
-            for position, (frame, pixel_values) in enumerate(self._frames(source)):
+            for position, (frame, pixel_values) in enumerate(self._frames(source, skip=skip)):
                 if frame.image.shape[:2] != (meta.height, meta.width):
                     raise VideoReadError(
                         f"frame {frame.index} has size {frame.image.shape[:2]} but the first frame was "
                         f"{(meta.height, meta.width)}; all frames of one video must have the same size"
                     )
+                if position < skip:  # logged before a kill: refill the back-fill buffer, re-enter on the last
+                    tracker.remember(position, frame.image)
+                    if position == skip - 1:
+                        tracker.reenter(frame, pixel_values)
+                    continue
                 frame_result = tracker.process(position, frame, pixel_values)
+                if log is not None:
+                    tracker.log_frame(log)
                 if on_frame is not None:
                     progress = Progress(
                         position + 1,
@@ -419,6 +474,9 @@ class Pipeline:
             result.prompts = getattr(tracker, "prompts", {})
             error.partial_result = result
             raise
+        finally:
+            if log is not None:
+                log.close()
         result.frames = tracker.frames
         result.prompts = getattr(tracker, "prompts", {})
         result.meta["seconds"] = round(time.perf_counter() - started, 3)
@@ -434,13 +492,45 @@ class Pipeline:
 
         return CorrectionSession.create(result, self, video=video, folder=folder)
 
-    def _frames(self, source: FrameSource) -> Iterator[tuple[Frame, Any]]:
-        """Decoded frames with the segmenter's preprocessing done ahead on a background thread."""
+    def _open_log(
+        self, checkpoint: Any, resume: bool, tracker: Any, result: VideoSegmentation, max_frames: int | None
+    ) -> tuple[Any, int]:
+        """The run log to append to (None without ``checkpoint``) and how many logged frames to skip."""
+        from segvlm.runlog import RunLog, RunLogError
+
+        if checkpoint is None:
+            if resume:
+                raise RunLogError("resume=True needs checkpoint=<the run log to continue>")
+            return None, 0
+        header = {
+            "video": result.info.source,
+            "query": result.query,
+            "stride": result.info.stride,
+            "max_frames": max_frames,
+            "grounder": result.meta.get("grounder"),
+            "segmenter": result.meta.get("segmenter"),
+            "tracking": result.meta.get("tracking"),
+        }
+        if not resume:
+            return RunLog.start(checkpoint, header), 0
+        if not isinstance(tracker, _Tracker):
+            raise RunLogError(
+                "resuming is not available for a text-native segmenter (SAM 3); run again without --resume"
+            )
+        log, state = RunLog.resume(checkpoint, header)
+        tracker.restore(state)
+        return log, len(state.frames)
+
+    def _frames(self, source: FrameSource, skip: int = 0) -> Iterator[tuple[Frame, Any]]:
+        """Decoded frames with the segmenter's preprocessing done ahead on a background thread.
+
+        The first ``skip - 1`` frames (already in a resumed run's log) are decoded but not preprocessed.
+        """
         segmenter = self.segmenter
 
         def prepared() -> Iterator[tuple[Frame, Any]]:
-            for frame in source:
-                yield frame, segmenter.preprocess(frame.image)
+            for position, frame in enumerate(source):
+                yield frame, (segmenter.preprocess(frame.image) if position >= skip - 1 else None)
 
         return prefetch(prepared(), depth=4)
 
