@@ -404,3 +404,22 @@ def test_kill_9_right_after_an_edit_then_reopen(tmp_path, frames_truth):
     reopened.undo()  # the undo history survived the kill
     assert (reopened.result[8].get(1) is not None) == (lines[0] == "True")
     reopened.close()
+
+
+def test_edgetam_takes_every_edit_through_the_same_engine(frames_truth):
+    from segvlm.config import SegmenterConfig
+    from segvlm.registry import segmenter_class
+
+    frames, _ = frames_truth
+    config = SegmenterConfig(name="edgetam", model="tiny-random:edgetam", dtype="float32")
+    edgetam = segmenter_class("edgetam").from_config(config)
+    result = segvlm.VideoSegmentation(
+        segvlm.VideoInfo("<frames>", H, W), "thing", ["thing"], [segvlm.FrameResult(i, H, W) for i in range(12)]
+    )
+    session = CorrectionSession.create(result, edgetam, video=frames[:12])
+    new = session.add_object(4, box=(2.0, 5.0, 30.0, 20.0))
+    assert new.frame_indices and min(new.frame_indices) < 4 < max(new.frame_indices)
+    session.add_points(1, 8, [(10.0, 10.0)], [0])
+    session.propagate_all()
+    session.undo()
+    assert session.can_redo
