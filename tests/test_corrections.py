@@ -198,8 +198,13 @@ def test_the_folder_keeps_every_edit_and_the_undo_history(pipe, frames_truth, tm
     third = CorrectionSession.open(folder, pipe, video=frames)
     assert third.locked(2) == [12] and len(third.history.undo_stack) == 3
     third.close()
-    with pytest.raises(SessionFolderError, match="already holds"):
+    with pytest.raises(SessionFolderError, match="already holds a correction session"):
         pipe.correct(third.result, frames, folder=folder)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "masks.json").write_text("a person's file")
+    with pytest.raises(SessionFolderError, match="already holds other files"):
+        pipe.correct(third.result, frames, folder=tmp_path / "notes")
+    assert (tmp_path / "notes" / "masks.json").read_text() == "a person's file"
 
 
 def test_the_session_exports_through_the_registry(pipe, frames_truth, tmp_path):

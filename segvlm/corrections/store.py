@@ -102,6 +102,11 @@ class History:
             )
         if folder.exists() and not folder.is_dir():
             raise SessionFolderError(f"{folder} is a file; give a folder for the session")
+        if folder.is_dir() and any(folder.iterdir()):
+            raise SessionFolderError(
+                f"{folder} already holds other files; give an empty or new folder for the session (it writes "
+                "masks.json, session.json and history.jsonl there)"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         history = cls(folder)
         history._acquire()
