@@ -358,9 +358,7 @@ class AnnotationServer:
         if not tracks:
             raise ValueError("there is no object to propagate; add one first (N, then click on it)")
         index = result[request.frame].frame_index
-        ahead = len(result) - request.frame if request.direction != "backward" else 0
-        behind = request.frame + 1 if request.direction != "forward" else 0
-        total = (ahead + behind) * len(tracks)
+        total = sum(len(session.reach(track, index, request.direction)) for track in tracks)
 
         def work(job) -> str:
             def on_frame(frame_index: int, track_id: int, obj: Any) -> None:

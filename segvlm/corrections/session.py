@@ -424,6 +424,14 @@ class CorrectionSession:
             self._propagate(change, track_id, sweeps, on_frame, cancel)
             return self._finish(change, track_id)
 
+    def reach(self, track_id: int, frame_index: int, direction: str = "forward") -> list[int]:
+        """The source frame indices :meth:`propagate` would recompute from ``frame_index`` (for progress bars)."""
+        direction = self._direction(direction)
+        with self._lock:
+            position = self._position(frame_index)
+            positions = {p for sweep in self._sweeps(track_id, position, direction) for p in sweep.positions()}
+            return [self.result[p].frame_index for p in sorted(positions)]
+
     def propagate_all(self, *, on_frame: FrameCallback | None = None, cancel: threading.Event | None = None) -> Edit:
         """Re-propagate every prompted track over the whole video from its earliest prompt, forwards then
         backwards, with all its prompts in memory (locked and painted frames keep their masks).
