@@ -254,6 +254,7 @@ class VideoSegmentation:
         prompts: per track id, per source frame index, the prompt the segmenter was given there (the
             grounder's box that started the track, a person's clicks, boxes and painted masks).
         locks: per track id, the source frame indices a person approved (never overwritten by propagation).
+        labels: per track id, the label a person gave it (kept even while the track has no mask).
     """
 
     info: VideoInfo
@@ -263,6 +264,7 @@ class VideoSegmentation:
     meta: dict[str, Any] = field(default_factory=dict)
     prompts: dict[int, dict[int, FramePrompt]] = field(default_factory=dict)
     locks: dict[int, set[int]] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         objects = sum(len(frame) for frame in self.frames)
@@ -392,3 +394,4 @@ class VideoSegmentation:
             frame.objects = [obj for obj in frame.objects if obj.track_id != track_id]
         self.prompts.pop(track_id, None)
         self.locks.pop(track_id, None)
+        self.labels.pop(track_id, None)

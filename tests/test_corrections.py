@@ -428,3 +428,75 @@ def test_edgetam_takes_every_edit_through_the_same_engine(frames_truth):
     session.propagate_all()
     session.undo()
     assert session.can_redo
+
+
+class FailingSegmenter(ColourSegmenter):
+    """The exact fake, failing after ``after`` frames of a propagation (a damaged frame, a crashed model)."""
+
+    def __init__(self, after: int):
+        super().__init__()
+        self.after = after
+        self.armed = False
+
+    def propagate_object(self, frames, obj_id, prompts, sweeps, memory=None):
+        for count, tracked in enumerate(super().propagate_object(frames, obj_id, prompts, sweeps, memory)):
+            if self.armed and count == self.after:
+                raise RuntimeError("decoder failed")
+            yield tracked
+
+
+def test_a_failed_edit_changes_nothing_and_records_nothing(frames_truth, tmp_path):
+    frames, truth = frames_truth
+    segmenter = FailingSegmenter(after=5)
+    config = PipelineConfig(tracking=TrackingConfig(reground_every=1000, min_mask_area=1))
+    pipe = Pipeline(config, grounder=ColourGrounder({"red box": RED}), segmenter=segmenter)
+    session = pipe.correct(pipe("red box", frames), frames, folder=tmp_path / "s")
+    before = masks_of(session.result, 1)
+    segmenter.armed = True
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        session.add_points(1, 20, [centre(truth["blue"][20])], [1])
+    assert masks_of(session.result, 1) == before and 20 not in session.prompts(1) and not session.can_undo
+    segmenter.armed = False
+    session.add_points(1, 30, [centre(truth["blue"][30])], [1])
+    session.close()
+    reopened = CorrectionSession.open(tmp_path / "s", pipe, video=frames)
+    assert sorted(reopened.prompts(1)) == [0, 30] and len(reopened.history.undo_stack) == 1
+
+
+def test_propagating_back_or_both_ways_from_a_frame_without_a_prompt(pipe, frames_truth):
+    frames, truth = frames_truth
+    session = pipe.correct(pipe("red box", frames), frames)  # the only prompt: the detector's box on frame 0
+    for direction in ("backward", "both"):  # backwards, nothing is behind frame 40: it starts from the mask shown
+        edit = session.propagate(1, 40, direction)
+        assert edit.completed and set(edit.frame_indices) <= set(range(60))
+    assert all(np.array_equal(session.result[p].get(1).mask, truth["red"][p]) for p in range(60))
+    session.delete(1, 50)
+    with pytest.raises(CorrectionError, match="no mask on frame 55"):
+        session.propagate(1, 55, "backward")
+    assert session.propagate(1, 49, "forward").frame_indices == list(range(50, 60))  # the prompt on 0 leads
+
+
+def test_labels_are_kept_for_tracks_without_masks_and_undo_reverts_them(pipe, frames_truth, tmp_path):
+    frames, _ = frames_truth
+    session = pipe.correct(pipe("red box", frames), frames, folder=tmp_path / "s")
+    new = session.add_object(5, box=(80, 1, 90, 4), label="kite", propagate="none")  # background only
+    assert session.result[5].get(new.track_id) is not None
+    session.paint(new.track_id, 5, erase=np.ones((H, W), bool), propagate="none")  # no mask anywhere now
+    session.relabel(new.track_id, "truck")
+    session.undo()
+    assert session._track_info(new.track_id)[0] == "kite"
+    session.redo()
+    session.close()
+    reopened = CorrectionSession.open(tmp_path / "s", pipe, video=frames)
+    assert reopened._track_info(new.track_id)[0] == "truck" and reopened.result.labels[new.track_id] == "truck"
+
+
+def test_merge_never_overwrites_an_approved_mask(pipe, frames_truth):
+    frames, truth = frames_truth
+    session = pipe.correct(pipe("red box", frames), frames)
+    other = session.add_object(0, points=[centre(truth["blue"][0])], labels=[1], propagate="forward").track_id
+    session.lock(1, 10)
+    approved = session.result[10].get(1)
+    session.merge(other, 1)
+    assert session.result[10].get(1) == approved and session.result[10].get(other) is None
+    assert np.array_equal(session.result[11].get(1).mask, truth["red"][11] | truth["blue"][11])

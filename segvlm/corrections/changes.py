@@ -49,7 +49,7 @@ class LockDiff:
 
 @dataclass(frozen=True)
 class LabelDiff:
-    """A track's label on every frame where it appears."""
+    """A track's label, recorded in the result and set on every frame where it appears ("": none recorded)."""
 
     track_id: int
     before: str
@@ -126,6 +126,10 @@ def apply_diff(result: VideoSegmentation, diff: Diff, undo: bool = False) -> Non
             del result.locks[diff.track_id]
     else:
         label = diff.before if undo else diff.after
+        if label:
+            result.labels[diff.track_id] = label
+        else:
+            result.labels.pop(diff.track_id, None)
         for frame in result.frames:
             frame.objects = [
                 replace(obj, label=label) if obj.track_id == diff.track_id else obj for obj in frame.objects

@@ -26,9 +26,10 @@ end of the video (add a lock where the masks are right to bound it).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,6 @@ class CorrectionSession:
         self.history = history or History()
         self.info = info or SessionInfo(video="<frames>", stride=result.info.stride, frames=len(result))
         self._memory = segmenter.new_memory()
-        self._labels: dict[int, tuple[str, str]] = {}  # labels of tracks that may have no mask yet
         self._lock = threading.RLock()
 
     # -- opening and closing --------------------------------------------------------------------------------
@@ -391,8 +391,7 @@ class CorrectionSession:
             raise CorrectionError("give a new object a mask, or a box and clicks, not both")
         with self._lock:
             position = self._position(frame_index)
-            track_id = max([0, *self.track_ids, *self._labels]) + 1
-            self._labels[track_id] = (label, self.result.query)
+            track_id = max([0, *self.track_ids, *self.result.labels]) + 1
             if mask is not None:
                 prompt = FramePrompt(mask=RLE.encode(self._painted(position, track_id, None, None, mask)))
                 effort = Effort(strokes=1, seconds=seconds)
@@ -400,7 +399,10 @@ class CorrectionSession:
                 clicks = tuple(Click(float(x), float(y), bool(v)) for (x, y), v in zip(points, labels))
                 prompt = FramePrompt(box=self._valid_box(box) if box is not None else None, clicks=clicks)
                 effort = Effort(clicks=len(clicks), boxes=int(box is not None), seconds=seconds)
-            return self._prompt_edit("add_object", track_id, position, prompt, propagate, effort, on_frame, cancel)
+            label_diff = LabelDiff(track_id, "", str(label).strip() or "object")
+            return self._prompt_edit(
+                "add_object", track_id, position, prompt, propagate, effort, on_frame, cancel, first=label_diff
+            )
 
     def propagate(
         self,
@@ -419,9 +421,9 @@ class CorrectionSession:
         with self._lock:
             self._check_track(track_id)
             position = self._position(frame_index)
-            change = self.history.begin(Change(0, "propagate", [track_id], frame_index))
-            sweeps = self._sweeps(track_id, position, direction)
-            self._propagate(change, track_id, sweeps, on_frame, cancel)
+            with self._change("propagate", [track_id], frame_index) as change:
+                sweeps = self._sweeps(track_id, position, direction)
+                self._propagate(change, track_id, sweeps, on_frame, cancel)
             return self._finish(change, track_id)
 
     def reach(self, track_id: int, frame_index: int, direction: str = "forward") -> list[int]:
@@ -441,15 +443,15 @@ class CorrectionSession:
         """
         with self._lock:
             tracks = sorted(self.result.prompts)
-            change = self.history.begin(Change(0, "propagate_all", tracks))
-            last = len(self.result) - 1
-            for track_id in tracks:
-                if cancel is not None and cancel.is_set():
-                    change.completed = False
-                    break
-                first = min(self._prompt_positions(track_id))
-                sweeps = [Sweep(first, last)] + ([Sweep(first, 0)] if first > 0 else [])
-                self._propagate(change, track_id, sweeps, on_frame, cancel)
+            with self._change("propagate_all", tracks) as change:
+                last = len(self.result) - 1
+                for track_id in tracks:
+                    if cancel is not None and cancel.is_set():
+                        change.completed = False
+                        break
+                    first = min(self._prompt_positions(track_id))
+                    sweeps = [Sweep(first, last)] + ([Sweep(first, 0)] if first > 0 else [])
+                    self._propagate(change, track_id, sweeps, on_frame, cancel)
             return self._finish(change, None)
 
     # -- edits without recomputation ------------------------------------------------------------------------
@@ -460,9 +462,8 @@ class CorrectionSession:
             raise CorrectionError("a label cannot be empty")
         with self._lock:
             self._check_track(track_id)
-            change = self.history.begin(Change(0, "relabel", [track_id], effort=Effort(seconds=seconds)))
-            self._record(change, LabelDiff(track_id, self._track_info(track_id)[0], label))
-            self._labels[track_id] = (label, self._track_info(track_id)[1])
+            with self._change("relabel", [track_id], effort=Effort(seconds=seconds)) as change:
+                self._record(change, LabelDiff(track_id, self._track_info(track_id)[0], label))
             return self._finish(change, track_id)
 
     def merge(self, source_id: int, into_id: int, *, seconds: float = 0.0) -> Edit:
@@ -477,25 +478,29 @@ class CorrectionSession:
             self._check_track(source_id)
             self._check_track(into_id)
             label, phrase = self._track_info(into_id)
-            change = self.history.begin(Change(0, "merge", [into_id, source_id], effort=Effort(seconds=seconds)))
-            for position, frame in enumerate(self.result):
-                moved = frame.get(source_id)
-                if moved is None:
-                    continue
-                target = frame.get(into_id)
-                union = moved.mask | target.mask if target is not None else moved.mask
-                score = max(moved.score, target.score) if target is not None else moved.score
-                self._set_mask(change, position, into_id, self._object(into_id, union, score, (label, phrase)))
-                self._set_mask(change, position, source_id, None)
-            into_prompts = self.result.prompts.get(into_id, {})
-            for frame_index, prompt in self.prompts(source_id).items():
-                if frame_index not in into_prompts:
-                    self._record(change, PromptDiff(into_id, frame_index, None, prompt))
-                self._record(change, PromptDiff(source_id, frame_index, prompt, None))
-            for frame_index in self.locked(source_id):
-                if frame_index not in self.result.locks.get(into_id, set()):
-                    self._record(change, LockDiff(into_id, frame_index, False, True))
-                self._record(change, LockDiff(source_id, frame_index, True, False))
+            with self._change("merge", [into_id, source_id], effort=Effort(seconds=seconds)) as change:
+                approved = self._locked_positions(into_id)
+                for position, frame in enumerate(self.result):
+                    moved = frame.get(source_id)
+                    if moved is None:
+                        continue
+                    target = frame.get(into_id)
+                    if position in approved:  # an approved mask of into_id is never overwritten
+                        self._set_mask(change, position, source_id, None)
+                        continue
+                    union = moved.mask | target.mask if target is not None else moved.mask
+                    score = max(moved.score, target.score) if target is not None else moved.score
+                    self._set_mask(change, position, into_id, self._object(into_id, union, score, (label, phrase)))
+                    self._set_mask(change, position, source_id, None)
+                into_prompts = self.result.prompts.get(into_id, {})
+                for frame_index, prompt in self.prompts(source_id).items():
+                    if frame_index not in into_prompts:
+                        self._record(change, PromptDiff(into_id, frame_index, None, prompt))
+                    self._record(change, PromptDiff(source_id, frame_index, prompt, None))
+                for frame_index in self.locked(source_id):
+                    if frame_index not in self.result.locks.get(into_id, set()):
+                        self._record(change, LockDiff(into_id, frame_index, False, True))
+                    self._record(change, LockDiff(source_id, frame_index, True, False))
             return self._finish(change, into_id)
 
     def delete(self, track_id: int, from_frame_index: int | None = None, *, seconds: float = 0.0) -> Edit:
@@ -505,16 +510,16 @@ class CorrectionSession:
             self._check_track(track_id)
             start = 0 if from_frame_index is None else self._position(from_frame_index)
             first_index = self.result[start].frame_index
-            change = self.history.begin(Change(0, "delete", [track_id], first_index, effort=Effort(seconds=seconds)))
-            for position in range(start, len(self.result)):
-                if self.result[position].get(track_id) is not None:
-                    self._set_mask(change, position, track_id, None)
-            for frame_index, prompt in self.prompts(track_id).items():
-                if frame_index >= first_index:
-                    self._record(change, PromptDiff(track_id, frame_index, prompt, None))
-            for frame_index in self.locked(track_id):
-                if frame_index >= first_index:
-                    self._record(change, LockDiff(track_id, frame_index, True, False))
+            with self._change("delete", [track_id], first_index, effort=Effort(seconds=seconds)) as change:
+                for position in range(start, len(self.result)):
+                    if self.result[position].get(track_id) is not None:
+                        self._set_mask(change, position, track_id, None)
+                for frame_index, prompt in self.prompts(track_id).items():
+                    if frame_index >= first_index:
+                        self._record(change, PromptDiff(track_id, frame_index, prompt, None))
+                for frame_index in self.locked(track_id):
+                    if frame_index >= first_index:
+                        self._record(change, LockDiff(track_id, frame_index, True, False))
             return self._finish(change, track_id)
 
     def lock(self, track_id: int, frame_index: int, last_frame_index: int | None = None) -> Edit:
@@ -533,11 +538,11 @@ class CorrectionSession:
             if last < first:
                 first, last = last, first
             locked = self.result.locks.get(track_id, set())
-            change = self.history.begin(Change(0, "lock" if value else "unlock", [track_id], frame_index))
-            for position in range(first, last + 1):
-                index = self.result[position].frame_index
-                if (index in locked) != value:
-                    self._record(change, LockDiff(track_id, index, not value, value))
+            with self._change("lock" if value else "unlock", [track_id], frame_index) as change:
+                for position in range(first, last + 1):
+                    index = self.result[position].frame_index
+                    if (index in locked) != value:
+                        self._record(change, LockDiff(track_id, index, not value, value))
             return self._finish(change, track_id)
 
     # -- undo and redo --------------------------------------------------------------------------------------
@@ -623,11 +628,13 @@ class CorrectionSession:
         return sweeps
 
     def _track_info(self, track_id: int) -> tuple[str, str]:
+        """(label, phrase) of a track: its recorded label, else those of its first mask."""
+        label = self.result.labels.get(track_id)
         for frame in self.result:
             obj = frame.get(track_id)
             if obj is not None:
-                return obj.label, obj.phrase
-        return self._labels.get(track_id, ("object", self.result.query))
+                return label or obj.label, obj.phrase
+        return label or "object", self.result.query
 
     def _object(self, track_id: int, mask: np.ndarray, score: float, info: tuple[str, str]) -> ObjectMask | None:
         if mask.sum() < self.min_mask_area:
@@ -636,6 +643,23 @@ class CorrectionSession:
         return ObjectMask(track_id, info[0], info[1], float(score), rle.bbox_xyxy(), rle)
 
     # -- internals: recording -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _change(
+        self, action: str, track_ids: list[int], frame_index: int | None = None, effort: Effort | None = None
+    ) -> Iterator[Change]:
+        """A new change; if the edit fails part-way, what it set and did not journal yet is set back."""
+        change = self.history.begin(Change(0, action, list(track_ids), frame_index, effort=effort or Effort()))
+        try:
+            yield change
+        except BaseException:
+            revert_change(self.result, change.diffs[change.journaled :])
+            del change.diffs[change.journaled :]
+            if change.journaled:  # parts are on disk: they stay, as an incomplete edit that undo can take back
+                change.completed = False
+            else:
+                self.history.next_seq -= 1
+            raise
+
     def _record(self, change: Change, diff: Diff) -> None:
         apply_diff(self.result, diff)
         change.diffs.append(diff)
@@ -657,14 +681,17 @@ class CorrectionSession:
         effort: Effort,
         on_frame: FrameCallback | None,
         cancel: threading.Event | None,
+        first: Diff | None = None,
     ) -> Edit:
         direction = self._direction(propagate)
         frame_index = self.result[position].frame_index
-        change = self.history.begin(Change(0, action, [track_id], frame_index, effort=effort))
-        before = self.result.prompts.get(track_id, {}).get(frame_index)
-        self._record(change, PromptDiff(track_id, frame_index, before, prompt))
-        sweeps = self._sweeps(track_id, position, direction)
-        self._propagate(change, track_id, sweeps, on_frame, cancel)
+        with self._change(action, [track_id], frame_index, effort=effort) as change:
+            if first is not None:
+                self._record(change, first)
+            before = self.result.prompts.get(track_id, {}).get(frame_index)
+            self._record(change, PromptDiff(track_id, frame_index, before, prompt))
+            sweeps = self._sweeps(track_id, position, direction)
+            self._propagate(change, track_id, sweeps, on_frame, cancel)
         return self._finish(change, track_id)
 
     def _propagate(
@@ -678,17 +705,23 @@ class CorrectionSession:
         """Run the segmenter over ``sweeps`` and set each frame's mask (not on locked frames), journaling parts."""
         frame_prompts = self._prompt_positions(track_id)
         prompts = {p: _object_prompt(track_id, fp) for p, fp in frame_prompts.items()}
-        start = sweeps[0].first
-        behind = [p for p in prompts if (p >= start if sweeps[0].reverse else p <= start)]
-        if not behind and start not in prompts:
+        for sweep in sweeps:  # a sweep with no prompt behind it starts from the mask shown (not recorded)
+            start = sweep.first
+            if start in prompts or any((p >= start if sweep.reverse else p <= start) for p in prompts):
+                continue
             shown = self.result[start].get(track_id)
-            if shown is None and not prompts:
+            if shown is None:
                 raise CorrectionError(
-                    f"track {track_id} has no prompt and no mask on frame {self.result[start].frame_index}; "
-                    "click on the object there first"
+                    f"track {track_id} has no mask on frame {self.result[start].frame_index} and no prompt before it "
+                    "in that direction; click on the object there first"
                 )
-            if shown is not None:  # start from the mask shown (not recorded as a prompt)
-                prompts[start] = ObjectPrompt(track_id, mask=shown.mask)
+            prompts[start] = ObjectPrompt(track_id, mask=shown.mask)
+        retain = getattr(self._memory, "retain", None)
+        if retain is not None:  # outputs of prompts that no longer exist (deleted, merged, undone) are dropped
+            retain(
+                {(t, p) for t in self.result.prompts for p in self._prompt_positions(t)}
+                | {(track_id, p) for p in prompts}
+            )
         locked = self._locked_positions(track_id)
         info = self._track_info(track_id)
         done: set[int] = set()

@@ -9,13 +9,17 @@ object's ``track_id``. ``save`` adds a ``segvlm`` key (query, phrases, video inf
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
+from segvlm.errors import FormatError
 from segvlm.masks import RLE
 from segvlm.types import FramePrompt, FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 
 FORMAT_VERSION = 1
+_REQUIRED = object()  # marks a field without a default in the loader's checks
 
 
 def _categories(result: VideoSegmentation) -> dict[str, int]:
@@ -95,6 +99,7 @@ def save(result: VideoSegmentation, directory: str | Path, overlay: bool = False
             for frame_index, prompt in sorted(per_frame.items())
         ],
         "locks": {str(track_id): sorted(frames) for track_id, frames in sorted(result.locks.items()) if frames},
+        "labels": {str(track_id): label for track_id, label in sorted(result.labels.items())},
     }
     path = directory / "masks.json"
     _write_json_atomic(path, data)
@@ -106,59 +111,192 @@ def save(result: VideoSegmentation, directory: str | Path, overlay: bool = False
 def load(directory: str | Path) -> VideoSegmentation:
     """Rebuild a result from ``save``'s ``masks.json`` (a folder or the file itself).
 
-    A plain COCO file (no ``segvlm`` key) loads too: frames come from ``images``, labels from categories.
+    A plain COCO file (no ``segvlm`` key) loads too: frames come from ``images``, labels from categories,
+    masks from RLE or polygon segmentations. Every entry is checked: a malformed file raises
+    :class:`~segvlm.errors.FormatError` naming the entry (``annotation 12``) and what is wrong with it; a
+    missing one raises ``FileNotFoundError``.
     """
     path = Path(directory)
     if path.is_dir():
         path = path / "masks.json"
     if not path.exists():
         raise FileNotFoundError(f"no masks.json at {path}; pass the folder that result.save() wrote")
-    data = json.loads(path.read_text())
-    extra = data.get("segvlm", {})
-    video = extra.get("video", {})
-    names = {c["id"]: c["name"] for c in data.get("categories", [])}
-    images = sorted(data["images"], key=lambda image: image["id"])
-    frames = {
-        image["id"]: FrameResult(
-            frame_index=image.get("frame_index", position),
-            height=image["height"],
-            width=image["width"],
-            timestamp=image.get("timestamp"),
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FormatError(
+            f"{path} is not valid JSON ({error}); the file was cut or edited. Save the result again"
+        ) from error
+    return _from_coco(data, str(path))
+
+
+def _fail(path: str, what: str, problem: str) -> FormatError:
+    return FormatError(f"{path}: {what} {problem}; fix the entry or save the result again")
+
+
+def _field(entry: dict, key: str, kinds: tuple[type, ...], path: str, what: str, default: Any = _REQUIRED) -> Any:
+    """``entry[key]`` checked against ``kinds`` (bool is never a number); ``default`` when missing, if given."""
+    if key not in entry or (entry[key] is None and default is not _REQUIRED and default is None):
+        if default is _REQUIRED:
+            raise _fail(path, what, f"has no {key!r}")
+        return default
+    value = entry[key]
+    numeric = any(kind in (int, float) for kind in kinds)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join("number" if kind is float else kind.__name__ for kind in kinds)
+        raise _fail(path, what, f"has {key} = {_short(value)}, which is not a {names}")
+    if numeric and isinstance(value, float) and not math.isfinite(value):
+        raise _fail(path, what, f"has {key} = {value}, which is not a finite number")
+    return value
+
+
+def _count(entry: dict, key: str, path: str, what: str, default: Any = _REQUIRED, minimum: int = 0) -> Any:
+    """A non-negative (or ``>= minimum``) integer field."""
+    value = _field(entry, key, (int,), path, what, default)
+    if value is not None and value is not default and value < minimum:
+        raise _fail(path, what, f"has {key} = {value}; it must be at least {minimum}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _entries(data: dict, key: str, path: str, required: bool) -> list[dict]:
+    if key not in data and not required:
+        return []
+    value = data.get(key)
+    if not isinstance(value, list):
+        raise _fail(path, "the file", f"has {key} = {_short(value)}, not a list of {key}")
+    for position, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise _fail(path, f"{key[:-1]} {position}", f"is {_short(entry)}, not an object")
+    return value
+
+
+def _segmentation(segmentation: Any, height: int, width: int, where: str) -> RLE:
+    """An annotation's mask: COCO RLE (compressed or not) or polygons, at the image's size."""
+    if isinstance(segmentation, list):
+        return RLE.from_polygons(segmentation, height, width, where)
+    rle = RLE.from_coco(segmentation, where)
+    if rle.size != (height, width):
+        raise FormatError(
+            f"{where} is {rle.size[0]}x{rle.size[1]} but its image is {height}x{width}; masks must have the size "
+            "of their frame. Fix the entry or save the result again"
         )
-        for position, image in enumerate(images)
-    }
-    for ann in data["annotations"]:
-        rle = RLE.from_coco(ann["segmentation"])
-        x, y, w, h = ann["bbox"]
-        frames[ann["image_id"]].objects.append(
+    return rle
+
+
+def _from_coco(data: Any, path: str) -> VideoSegmentation:
+    """A result from a parsed COCO / segvlm ``masks.json`` (see :func:`load`)."""
+    if not isinstance(data, dict):
+        raise FormatError(f"{path} holds a JSON {type(data).__name__}, not a COCO object with 'images'; pass masks.json")
+    extra = data.get("segvlm", {})
+    if not isinstance(extra, dict):
+        raise _fail(path, "the 'segvlm' entry", f"is {_short(extra)}, not an object")
+    version = _count(extra, "format_version", path, "the 'segvlm' entry", default=FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"{path} was written by a newer segvlm (format {version}; this one reads up to {FORMAT_VERSION}); "
+            "upgrade segvlm to load it"
+        )
+    video = _field(extra, "video", (dict,), path, "the 'segvlm' entry", default={})
+    names: dict[Any, str] = {}
+    for position, category in enumerate(_entries(data, "categories", path, required=False)):
+        what = f"category {position}"
+        category_id = _field(category, "id", (int, str), path, what)
+        names[category_id] = str(_field(category, "name", (str,), path, what, default=str(category_id)))
+    images = _entries(data, "images", path, required=True)
+    frames: dict[Any, FrameResult] = {}
+    order: list[tuple[int, Any]] = []
+    for position, image in enumerate(images):
+        what = f"image {position}"
+        image_id = _field(image, "id", (int, str), path, what)
+        if image_id in frames:
+            raise _fail(path, what, f"repeats the id {image_id!r} of an earlier image; image ids must be unique")
+        frames[image_id] = FrameResult(
+            frame_index=_count(image, "frame_index", path, what, default=position),
+            height=_count(image, "height", path, what),
+            width=_count(image, "width", path, what),
+            timestamp=_field(image, "timestamp", (int, float), path, what, default=None),
+        )
+        order.append((image_id if isinstance(image_id, int) else position, image_id))
+    for position, ann in enumerate(_entries(data, "annotations", path, required=False)):
+        what = f"annotation {position}"
+        image_id = _field(ann, "image_id", (int, str), path, what)
+        frame = frames.get(image_id)
+        if frame is None:
+            raise _fail(path, what, f"refers to image {image_id!r}, which is not in 'images'")
+        category_id = _field(ann, "category_id", (int, str), path, what)
+        where = f"{path}: {what}'s segmentation"
+        rle = _segmentation(_field(ann, "segmentation", (dict, list), path, what), frame.height, frame.width, where)
+        bbox = _field(ann, "bbox", (list,), path, what, default=None)
+        if bbox is None:
+            box = rle.bbox_xyxy()
+        else:
+            if len(bbox) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in bbox):
+                raise _fail(path, what, f"has bbox = {_short(bbox)}; a COCO bbox is [x, y, width, height] numbers")
+            x, y, w, h = bbox
+            box = (x, y, x + w, y + h)
+        track_id = _field(ann, "track_id", (int,), path, what, default=None)
+        if track_id is None:
+            track_id = _field(ann, "id", (int,), path, what)
+        if frame.get(track_id) is not None:
+            raise _fail(path, what, f"repeats track {track_id} in image {image_id!r}; an object appears once per frame")
+        frame.objects.append(
             ObjectMask(
-                track_id=ann.get("track_id", ann["id"]),
-                label=names.get(ann["category_id"], str(ann["category_id"])),
-                phrase=ann.get("phrase", ""),
-                score=float(ann.get("score", 1.0)),
-                box_xyxy=(x, y, x + w, y + h),
+                track_id=track_id,
+                label=names.get(category_id, str(category_id)),
+                phrase=_field(ann, "phrase", (str,), path, what, default=""),
+                score=float(_field(ann, "score", (int, float), path, what, default=1.0)),
+                box_xyxy=box,
                 rle=rle,
             )
         )
     for frame in frames.values():
         frame.objects.sort(key=lambda obj: obj.track_id)
-    first = images[0] if images else {"height": 0, "width": 0}
+    ordered = [frames[image_id] for _, image_id in sorted(order, key=lambda item: item[0])]
+    first = ordered[0] if ordered else FrameResult(0, 0, 0)
+    info_entry = data.get("info", {}) if isinstance(data.get("info"), dict) else {}
+    what = "the 'segvlm' video entry"
     info = VideoInfo(
-        source=video.get("source", data.get("info", {}).get("source", str(path))),
-        height=video.get("height", first["height"]),
-        width=video.get("width", first["width"]),
-        fps=video.get("fps"),
-        stride=video.get("stride", 1),
+        source=_field(video, "source", (str,), path, what, default=info_entry.get("source") or path),
+        height=_count(video, "height", path, what, default=first.height),
+        width=_count(video, "width", path, what, default=first.width),
+        fps=_field(video, "fps", (int, float), path, what, default=None),
+        stride=_count(video, "stride", path, what, default=1, minimum=1),
     )
     prompts: dict[int, dict[int, FramePrompt]] = {}
-    for entry in extra.get("prompts", []):
-        prompts.setdefault(int(entry["track_id"]), {})[int(entry["frame_index"])] = FramePrompt.from_json(entry)
+    for position, entry in enumerate(_field(extra, "prompts", (list,), path, "the 'segvlm' entry", default=[])):
+        what = f"prompt {position}"
+        if not isinstance(entry, dict):
+            raise _fail(path, what, f"is {_short(entry)}, not an object")
+        track_id = _field(entry, "track_id", (int,), path, what)
+        frame_index = _field(entry, "frame_index", (int,), path, what)
+        try:
+            prompt = FramePrompt.from_json(entry)
+        except FormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise _fail(path, what, f"is malformed ({type(error).__name__}: {error})") from error
+        prompts.setdefault(track_id, {})[frame_index] = prompt
+    locks: dict[int, set[int]] = {}
+    for key, indices in _field(extra, "locks", (dict,), path, "the 'segvlm' entry", default={}).items():
+        if not str(key).lstrip("-").isdigit() or not isinstance(indices, list):
+            raise _fail(path, f"locks entry {key!r}", "is not a track id with a list of frame indices")
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in indices):
+            raise _fail(path, f"locks entry {key!r}", f"holds {_short(indices)}; frame indices are integers")
+        locks[int(key)] = set(indices)
+    phrases = _field(extra, "phrases", (list,), path, "the 'segvlm' entry", default=list(names.values()))
+    if not all(isinstance(phrase, str) for phrase in phrases):
+        raise _fail(path, "the 'segvlm' entry", f"has phrases = {_short(phrases)}; phrases are strings")
     return VideoSegmentation(
         info=info,
-        query=extra.get("query", ""),
-        phrases=list(extra.get("phrases", list(names.values()))),
-        frames=[frames[image["id"]] for image in images],
-        meta=extra.get("meta", {}),
+        query=_field(extra, "query", (str,), path, "the 'segvlm' entry", default=""),
+        phrases=list(phrases),
+        frames=ordered,
+        meta=_field(extra, "meta", (dict,), path, "the 'segvlm' entry", default={}),
         prompts=prompts,
-        locks={int(track_id): set(indices) for track_id, indices in extra.get("locks", {}).items()},
+        locks=locks,
     )

@@ -74,6 +74,11 @@ class PromptMemory:
     vision: VisionFeatureCache = field(default_factory=VisionFeatureCache)
     conditioning: dict[tuple[int, int], tuple[str, dict]] = field(default_factory=dict)
 
+    def retain(self, keys: set[tuple[int, int]]) -> None:
+        """Keep only the conditioning outputs of these (object id, position) prompts."""
+        for key in [key for key in self.conditioning if key not in keys]:
+            del self.conditioning[key]
+
 
 def fingerprint(prompt: ObjectPrompt) -> str:
     """A digest of everything the model reads from a prompt (the object id is not part of it)."""
@@ -159,11 +164,14 @@ def propagate_object(
 
     # Conditioning frames, in ascending order: each computed from its own prompt (an initial conditioning
     # frame: no memory is read), or taken from the memory when the same prompt was computed before.
-    current_keys = set()
-    for position in sorted(prompts):
+    # A sweep over prompted frames only (a click on the frame in view) needs only their own outputs: a
+    # conditioning frame is computed from its prompt alone. Anything else reads every one of them.
+    wanted = {position for sweep in sweeps for position in sweep.positions()}
+    needed = sorted(wanted) if wanted <= set(prompts) else sorted(prompts)
+    current_keys = {(obj_id, position) for position in prompts}
+    for position in needed:
         prompt = prompts[position]
         key, digest = (obj_id, position), fingerprint(prompt)
-        current_keys.add(key)
         cached = memory.conditioning.get(key)
         if cached is not None and cached[0] == digest:
             per_obj["cond_frame_outputs"][position] = cached[1]
@@ -171,7 +179,9 @@ def propagate_object(
         add_prompt = ObjectPrompt(obj_id, box=prompt.box, points=prompt.points, labels=prompt.labels, mask=prompt.mask)
         add_prompts(processor, session, position, [add_prompt], (height, width))
         run(inference_session=session, frame_idx=position)
-        memory.conditioning[key] = (digest, per_obj["cond_frame_outputs"][position])
+        output = per_obj["cond_frame_outputs"][position]
+        output.pop("high_res_masks", None)  # only the memory encoder read it, and it has run: 4 MB at 1024 px
+        memory.conditioning[key] = (digest, output)
     for key in [k for k in memory.conditioning if k[0] == obj_id and k not in current_keys]:
         del memory.conditioning[key]
 
