@@ -222,6 +222,13 @@ class _Tracker:
                 objects.append(obj)
                 if self.pipeline.reranker is not None:  # remember the last appearance for re-identification
                     state.last_crop = crop(frame.image, obj.box_xyxy).copy()
+        # A running track outside the session (lost when a run was resumed: it had no mask to re-enter with)
+        # counts its lost frames like any other, so that it ends and frees its place.
+        for track_id, state in self.tracks.items():
+            if not state.ended and track_id not in output.obj_ids:
+                state.lost_frames += 1
+                if state.lost_frames > tracking.max_lost_frames:
+                    ended.append(track_id)
         for track_id in ended:
             self._end(track_id)
         if ended and self.session is not None:

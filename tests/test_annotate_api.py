@@ -228,6 +228,7 @@ def test_a_token_guards_every_request_off_loopback(tmp_path, media):
         client.get("/api/project", headers={"x-segvlm-token": "wrong"}, cookies={"segvlm_token": "wrong"}).status_code
         == 401
     )
+    assert client.get("/api/project?token=%C3%A9").status_code == 401  # not a 500 on a non-ASCII token
     project.close()
 
 
@@ -368,7 +369,7 @@ def test_cancel_a_propagation_keeps_the_frames_done_and_edits_wait_for_it(tmp_pa
     assert events.get(timeout=10)["type"] == "frame"
     busy = client.post("/api/videos/clip/edit", json={"action": "undo"})
     assert busy.status_code == 409 and "cancel it" in busy.json()["error"]
-    assert client.post("/api/videos/clip/cancel").json()["job"]["state"] == "running"
+    assert client.post("/api/videos/clip/cancel", json={}).json()["job"]["state"] == "running"
     job = server.jobs.wait("clip")
     assert job.state == "cancelled" and 0 < job.done < N
     result = project.session("clip").result
@@ -377,4 +378,26 @@ def test_cancel_a_propagation_keeps_the_frames_done_and_edits_wait_for_it(tmp_pa
     undone = client.post("/api/videos/clip/edit", json={"action": "undo"}).json()
     assert undone["edit"]["action"] == "undo propagate"
     assert [p for p in range(N) if result[p].get(1) is not None] == [0]
+    project.close()
+
+
+def test_requests_from_other_sites_are_refused(tmp_path, media):
+    from fastapi.testclient import TestClient
+
+    clip, _, _ = media
+    project = Project.open(tmp_path / "p", [clip], fake_pipeline())
+    server = AnnotationServer(project, allowed_hosts=["localhost", "127.0.0.1", "::1"])
+    local = TestClient(server.app, base_url="http://127.0.0.1:8765")
+    assert local.get("/api/project").status_code == 200
+    rebound = TestClient(server.app, base_url="http://evil.example:8765")  # DNS rebinding: another site's name
+    assert rebound.get("/api/project").status_code == 421
+    form = local.post("/api/videos/clip/cancel", content=b"x=1", headers={"content-type": "text/plain"})
+    assert form.status_code == 415 and "JSON" in form.json()["error"]
+
+    def chunks():
+        for _ in range(80):
+            yield b"x" * 65536
+
+    chunked = local.post("/api/videos/clip/edit", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
     project.close()

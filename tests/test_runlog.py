@@ -88,3 +88,26 @@ def test_kill_9_at_several_points_then_resume_through_the_cli(tmp_path):
     final_ids = {ann["track_id"] for ann in coco.anns.values()}
     assert seen_ids <= final_ids or not seen_ids
     assert not log.exists()  # the run finished: its log is gone
+
+
+def test_a_track_lost_at_the_kill_still_ends_after_a_resume(tmp_path):
+    """Blue is hidden when the run is killed; it cannot re-enter the segmenter, but it must still end and free
+    its place so that green, appearing later, is tracked as it is in the uninterrupted run."""
+    green = (30, 200, 60)
+    red = Sprite("red", RED, (10, 12), [(5, 2 + t) for t in range(N)])
+    blue = Sprite("blue", BLUE, (10, 10), [(30, 40)] * 8 + [None] * (N - 8))
+    late = Sprite("green", green, (8, 8), [None] * 30 + [(20, 70)] * (N - 30))
+    frames = render([red, blue, late], H, W, N)[0]
+
+    def pipe():
+        tracking = TrackingConfig(reground_every=5, min_mask_area=1, max_lost_frames=6, max_objects=2)
+        grounder = ColourGrounder({"red box": RED, "blue box": BLUE, "green box": green})
+        return Pipeline(PipelineConfig(tracking=tracking), grounder=grounder, segmenter=ColourSegmenter())
+
+    query = "red box. blue box. green box."
+    reference = pipe()(query, frames, checkpoint=tmp_path / "full.jsonl")
+    assert reference.track_ids == [1, 2, 3]  # green gets a place once blue has ended
+    lines = (tmp_path / "full.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "run.jsonl").write_bytes(b"".join(lines[: 10 + 1]))  # killed while blue was hidden
+    resumed = pipe()(query, frames, checkpoint=tmp_path / "run.jsonl", resume=True)
+    assert resumed.track_ids == [1, 2, 3] and resumed.frames == reference.frames

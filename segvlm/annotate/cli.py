@@ -47,7 +47,8 @@ def annotate_command(
     except SegvlmError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
-    server = AnnotationServer(opened, token=token, query=query)
+    hosts = ["localhost", "127.0.0.1", "::1", host] if _loopback(host) else None  # no DNS rebinding on loopback
+    server = AnnotationServer(opened, token=token, query=query, allowed_hosts=hosts)
     if query:
         for item_id in opened.items:
             if not opened.has_session(item_id):

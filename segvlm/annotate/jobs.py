@@ -22,7 +22,7 @@ log = logging.getLogger("segvlm.annotate")
 class EventHub:
     """Fan-out of events per video: every subscriber gets every event published after it subscribed."""
 
-    def __init__(self, backlog: int = 10_000):
+    def __init__(self, backlog: int = 2_000):
         self.backlog = backlog
         self._subscribers: dict[str, list[queue.Queue]] = {}
         self._lock = threading.Lock()
@@ -32,6 +32,10 @@ class EventHub:
         with self._lock:
             self._subscribers.setdefault(video, []).append(subscriber)
         return subscriber
+
+    def subscribed(self, video: str, subscriber: queue.Queue) -> bool:
+        with self._lock:
+            return subscriber in self._subscribers.get(video, [])
 
     def unsubscribe(self, video: str, subscriber: queue.Queue) -> None:
         with self._lock:

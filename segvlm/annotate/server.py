@@ -18,6 +18,7 @@ import logging
 import queue
 import secrets
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import resources
@@ -56,7 +57,7 @@ class EditRequest(BaseModel):
     frame: int = Field(0, ge=0)
     track_id: int | None = None
     points: list[Point] = Field(default_factory=list, max_length=1000)
-    labels: list[int] = Field(default_factory=list, max_length=1000)
+    labels: list[Literal[0, 1]] = Field(default_factory=list, max_length=1000)
     box: tuple[float, float, float, float] | None = None
     strokes: list[Stroke] = Field(default_factory=list, max_length=500)
     label: str | None = Field(None, max_length=200)
@@ -121,7 +122,7 @@ class VideoState:
 
     version: int = 0
     jpegs: OrderedDict = field(default_factory=OrderedDict)
-    areas: dict = field(default_factory=dict)
+    areas: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
     timeline: tuple[int, dict] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -129,14 +130,48 @@ class VideoState:
 class AnnotationServer:
     """The project, its jobs and events, and the FastAPI app over them (``.app``)."""
 
-    def __init__(self, project: Project, token: str | None = None, query: str | None = None):
+    def __init__(
+        self,
+        project: Project,
+        token: str | None = None,
+        query: str | None = None,
+        allowed_hosts: list[str] | None = None,
+    ):
+        """``allowed_hosts``: the Host headers accepted (the CLI passes the loopback names when it binds to
+        loopback, so that a page on another site cannot reach the API through DNS rebinding); None accepts any."""
         self.project = project
         self.token = token
         self.query = query
+        self.allowed_hosts = allowed_hosts
         self.hub = EventHub()
         self.jobs = JobRunner(self.hub)
         self.states = {item_id: VideoState() for item_id in project.items}
+        self._displays: dict[str, Any] = {}  # a FrameStore per video for the page, apart from propagation's
+        self._displays_lock = threading.Lock()
         self.app = self._build()
+
+    def display_frames(self, video: str) -> Any:
+        """Frames for the page's JPEGs, decoded apart from the session's (scrubbing never slows propagation)."""
+        from segvlm.frames import FrameStore
+
+        with self._displays_lock:
+            store = self._displays.get(video)
+            if store is None:
+                session = self.project.session(video)
+                store = FrameStore.open(self.project.item(video).source, stride=session.result.info.stride)
+                self._displays[video] = store
+            return store
+
+    def shutdown(self) -> None:
+        """Cancel running jobs, wait for them, then snapshot and release every session."""
+        for video in list(self.project.items):
+            self.jobs.cancel(video)
+            self.jobs.wait(video, timeout=120)
+        with self._displays_lock:
+            for store in self._displays.values():
+                store.close()
+            self._displays.clear()
+        self.project.close()
 
     # -- helpers --------------------------------------------------------------------------------------------
     def state(self, video: str) -> VideoState:
@@ -147,9 +182,18 @@ class AnnotationServer:
         self.state(video).version += 1
 
     def session(self, video: str) -> Any:
-        if self.jobs.current(video) is not None and self.jobs.current(video).kind == "autolabel":
+        job = self.jobs.current(video)
+        if job is not None and job.kind == "autolabel":
             raise BusyError(f"{video} is being auto-labelled; wait for it or cancel it (Esc)")
         return self.project.session(video)
+
+    def idle(self, video: str) -> None:
+        """Refuse while a job runs on the video (edits and exports must not interleave with it)."""
+        job = self.jobs.current(video)
+        if job is not None:
+            raise BusyError(
+                f"{video} is busy: {job.kind} {job.done}/{job.total or '?'} frames; wait for it or cancel it (Esc)"
+            )
 
     def video_json(self, video: str) -> dict[str, Any]:
         session = self.project.session(video)
@@ -187,10 +231,10 @@ class AnnotationServer:
                 return state.jpegs[key]
         from PIL import Image
 
-        session = self.project.session(video)
-        if not 0 <= position < len(session.frames):
-            raise KeyError(f"frame {position} is out of range: this video has frames 0..{len(session.frames) - 1}")
-        image = Image.fromarray(session.frames[position])
+        frames = self.display_frames(video)
+        if not 0 <= position < len(frames):
+            raise KeyError(f"frame {position} is out of range: this video has frames 0..{len(frames) - 1}")
+        image = Image.fromarray(frames[position])
         scale = max_side / max(image.size)
         if scale < 1:
             image = image.resize((max(round(image.width * scale), 1), max(round(image.height * scale), 1)))
@@ -204,37 +248,41 @@ class AnnotationServer:
         return data
 
     def timeline(self, video: str) -> dict[str, Any]:
-        """Per track: runs of frames with a mask, prompted and approved positions, drift warnings."""
+        """Per track: runs of frames with a mask, prompted and approved positions, drift warnings.
+
+        One pass over the frames; mask areas are cached per mask object (a weak cache: a replaced mask's entry
+        goes with it), so after an edit only the changed masks are measured again.
+        """
         state = self.state(video)
-        session = self.project.session(video)
+        version = state.version  # read first: a change during the computation makes the next call recompute
         cached = state.timeline
-        if cached is not None and cached[0] == state.version:
+        if cached is not None and cached[0] == version:
             return cached[1]
+        session = self.project.session(video)
         result = session.result
         frame_area = max(result.info.height * result.info.width, 1)
-        tracks = []
-        for track_id in session.track_ids:
-            areas: list[int | None] = []
-            scores: list[float | None] = []
-            for frame in result:
-                obj = frame.get(track_id)
-                if obj is None:
-                    areas.append(None)
-                    scores.append(None)
+        count = len(result)
+        ids = session.track_ids
+        areas: dict[int, list[int | None]] = {t: [None] * count for t in ids}
+        scores: dict[int, list[float | None]] = {t: [None] * count for t in ids}
+        for position, frame in enumerate(result):
+            for obj in frame.objects:
+                if obj.track_id not in areas:
                     continue
                 area = state.areas.get(obj)
                 if area is None:
                     area = state.areas[obj] = obj.area
-                areas.append(area)
-                scores.append(obj.score)
+                areas[obj.track_id][position] = area
+                scores[obj.track_id][position] = obj.score
+        tracks = []
+        for track_id in ids:
             runs, start = [], None
-            for position, area in enumerate([*areas, None]):
+            for position, area in enumerate([*areas[track_id], None]):
                 if area is not None and start is None:
                     start = position
                 elif area is None and start is not None:
                     runs.append([start, position - 1])
                     start = None
-            prompts = session.prompts(track_id)
             tracks.append(
                 {
                     "id": track_id,
@@ -242,28 +290,22 @@ class AnnotationServer:
                     "runs": runs,
                     "prompts": [
                         {"position": result.position_of(index), "source": prompt.source}
-                        for index, prompt in prompts.items()
+                        for index, prompt in session.prompts(track_id).items()
                     ],
                     "locks": [result.position_of(index) for index in session.locked(track_id)],
                     "warnings": [
                         {"position": w.position, "kind": w.kind, "detail": w.detail}
-                        for w in track_warnings(areas, scores, frame_area)
+                        for w in track_warnings(areas[track_id], scores[track_id], frame_area)
                     ],
                 }
             )
-        if len(state.areas) > 200_000:
-            state.areas.clear()
-        data = {"frames": len(result), "version": state.version, "tracks": tracks}
-        state.timeline = (state.version, data)
+        data = {"frames": count, "version": version, "tracks": tracks}
+        state.timeline = (version, data)
         return data
 
     # -- edits ----------------------------------------------------------------------------------------------
     def edit(self, video: str, request: EditRequest) -> dict[str, Any]:
-        if self.jobs.current(video) is not None:
-            job = self.jobs.current(video)
-            raise BusyError(
-                f"{video} is busy: {job.kind} {job.done}/{job.total or '?'} frames; wait for it or cancel it (Esc)"
-            )
+        self.idle(video)
         session = self.session(video)
         result = session.result
         if request.frame >= len(result):
@@ -440,10 +482,11 @@ class AnnotationServer:
         fmt = get_format(format_name)
         if not fmt.writes_files:
             raise ValueError(f"the {fmt.name!r} format is a Python value; choose a file format")
+        self.idle(video)
         session = self.session(video)
         out = self.project.export_folder(video) / fmt.name
         session.save()
-        written = session.result.export(fmt.name, str(out), video=self.project.item(video).source)
+        written = session.export(fmt.name, out)
         effort = [vars(e) for e in session.effort()]
         (out / "effort.json").write_text(json.dumps({"video": video, "tracks": effort}, indent=1))
         base = self.project.export_folder(video)
@@ -459,6 +502,8 @@ class AnnotationServer:
 
     # -- the app --------------------------------------------------------------------------------------------
     def _build(self) -> Any:
+        import inspect
+
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -466,21 +511,33 @@ class AnnotationServer:
 
         from segvlm.corrections import CorrectionError
 
-        app = FastAPI(title="segvlm annotate", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+        options: dict[str, Any] = {}
+        if "max_body_size" in inspect.signature(FastAPI.__init__).parameters:  # bounds chunked bodies too
+            options["max_body_size"] = MAX_BODY_BYTES
+        app = FastAPI(
+            title="segvlm annotate", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", **options
+        )
         static = resources.files("segvlm.annotate") / "static"
 
         @app.middleware("http")
         async def guard(request: Request, call_next):
+            host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+            if self.allowed_hosts is not None and host not in self.allowed_hosts:
+                return JSONResponse({"error": f"unexpected Host {host!r}; open the URL the server printed"}, 421)
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
                 return JSONResponse({"error": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            if request.method == "POST" and not request.headers.get("content-type", "").startswith("application/json"):
+                # Another site's page can send a "simple" form POST, never a JSON one without asking first.
+                return JSONResponse({"error": "POST bodies are JSON: send Content-Type: application/json"}, 415)
             if self.token is not None:
                 given = (
                     request.query_params.get("token")
                     or request.headers.get("x-segvlm-token")
                     or request.cookies.get(TOKEN_COOKIE)
+                    or ""
                 )
-                if given is None or not secrets.compare_digest(given, self.token):
+                if not secrets.compare_digest(given.encode(), self.token.encode()):
                     return JSONResponse(
                         {"error": "this server needs its token: open the URL it printed (…/?token=...)"},
                         status_code=401,
@@ -614,6 +671,8 @@ class AnnotationServer:
                         try:
                             event = subscriber.get(timeout=15)
                         except queue.Empty:
+                            if not self.hub.subscribed(video, subscriber):
+                                return  # dropped for falling behind: the page reconnects and reloads
                             yield ": keep-alive\n\n"
                             continue
                         yield f"data: {json.dumps(event)}\n\n"
@@ -633,4 +692,4 @@ def serve(server: AnnotationServer, host: str, port: int) -> None:  # pragma: no
     try:
         uvicorn.Server(config).run()
     finally:
-        server.project.close()
+        server.shutdown()

@@ -107,12 +107,20 @@ class History:
                 f"{folder} already holds other files; give an empty or new folder for the session (it writes "
                 "masks.json, session.json and history.jsonl there)"
             )
-        folder.mkdir(parents=True, exist_ok=True)
+        # Built beside the target and renamed into place: a kill during creation leaves no half-made session.
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f".{folder.name}.creating-{os.getpid()}")
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging)
+        staging.mkdir()
+        result.save(str(staging))
+        _write_atomic(staging / SESSION_FILE, json.dumps(asdict(info)))
+        (staging / HISTORY_FILE).touch()
+        os.replace(staging, folder)  # onto a missing or empty folder
         history = cls(folder)
         history._acquire()
-        result.save(str(folder))
-        _write_atomic(folder / SESSION_FILE, json.dumps(asdict(info)))
-        (folder / HISTORY_FILE).touch()
         history._journal = open(folder / HISTORY_FILE, "ab")
         return history
 
@@ -164,12 +172,15 @@ class History:
                 line = handle.readline()
                 if not line:
                     break
+                if not line.endswith(b"\n"):
+                    break  # the last line, cut short by a kill: the edit it belonged to never returned
                 try:
-                    if not line.endswith(b"\n"):
-                        raise ValueError("cut short")
                     entry = json.loads(line)
                 except ValueError:
-                    break  # a line cut short by a kill: the edit it belonged to never returned
+                    raise SessionFolderError(
+                        f"{path} is damaged at line {self.lines + 1} (not JSON); the edits up to it are intact: keep a "
+                        "copy, then cut the file before that line to reopen the session"
+                    ) from None
                 good_end = handle.tell()
                 self._index(entry, offset)
                 if self.lines >= applied:
@@ -237,9 +248,17 @@ class History:
 
     def _append(self, entry: dict[str, Any]) -> int:
         offset = self._journal.tell()
-        self._journal.write(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        try:
+            self._journal.write(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+        except OSError as error:  # a full disk: take the torn bytes back so later lines stay readable
+            self._journal.seek(offset)
+            self._journal.truncate(offset)
+            raise SessionFolderError(
+                f"cannot write the session journal {self.folder / HISTORY_FILE} ({error.strerror or error}); free "
+                "disk space and make the edit again (the edits before it are saved)"
+            ) from None
         self.lines += 1
         return offset
 

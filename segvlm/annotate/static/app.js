@@ -9,7 +9,12 @@ const PALETTE = [
   [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255],
   [170, 110, 40], [255, 250, 200], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180],
 ];
-const colourOf = (id) => PALETTE[(id - 1) % PALETTE.length];
+function colourOf(id) {
+  // The fixed palette first, then well-spread hues (golden angle), so that 20+ objects stay distinct.
+  if (id >= 1 && id <= PALETTE.length) return PALETTE[id - 1];
+  const hue = ((id * 137.508) % 360) / 60, x = Math.round(255 * (1 - Math.abs((hue % 2) - 1)));
+  return [[255, x, 60], [x, 255, 60], [60, 255, x], [60, x, 255], [x, 60, 255], [255, 60, x]][Math.floor(hue) % 6];
+}
 const css = (id, alpha = 1) => `rgba(${colourOf(id).join(",")},${alpha})`;
 
 const $ = (id) => document.getElementById(id);
@@ -123,7 +128,7 @@ function refreshSoon() {
     timelineTimer = null;
     refreshTimeline();
     refreshVideo();
-  }, 400);
+  }, 1000);
 }
 
 function frameSize() {
@@ -140,10 +145,18 @@ function loadImage(position) {
   });
 }
 
+const MASK_CACHE = 2000; // frames of masks kept in the page
+
+function cacheMasks(position, objects) {
+  state.masks.delete(position);
+  state.masks.set(position, objects);
+  while (state.masks.size > MASK_CACHE) state.masks.delete(state.masks.keys().next().value); // oldest first
+}
+
 async function masksAt(position) {
   if (!state.masks.has(position)) {
     const data = await api(`${base()}/masks/${position}`);
-    state.masks.set(position, data.objects);
+    cacheMasks(position, data.objects);
   }
   return state.masks.get(position);
 }
@@ -386,10 +399,12 @@ function select(trackId) {
 
 // -- edits ----------------------------------------------------------------------------------------------------
 async function edit(body) {
+  const frame = body.frame ?? state.position; // the answer belongs to this frame, wherever the page is now
   try {
-    const data = await api(`${base()}/edit`, { frame: state.position, seconds: activeSeconds(), ...body });
+    const data = await api(`${base()}/edit`, { frame, seconds: activeSeconds(), ...body });
+    if (data.edit && /relabel|merge/.test(data.edit.action)) state.masks.clear(); // labels change on every frame
     for (const position of data.edit ? data.edit.frames : []) state.masks.delete(position);
-    state.masks.set(state.position, data.objects);
+    cacheMasks(frame, data.objects);
     state.video.can_undo = data.can_undo;
     state.video.can_redo = data.can_redo;
     if (data.edit && data.edit.track_id !== null && body.action === "add_object") state.selected = data.edit.track_id;
@@ -473,15 +488,17 @@ function connectEvents() {
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
     if (event.type === "frame") {
-      const objects = (state.masks.get(event.position) || []).filter((o) => o.track_id !== event.track_id);
-      if (event.object) objects.push(event.object);
-      objects.sort((a, b) => a.track_id - b.track_id);
-      state.masks.set(event.position, objects);
+      if (state.masks.has(event.position)) { // frames not cached are fetched whole when shown
+        const objects = state.masks.get(event.position).filter((o) => o.track_id !== event.track_id);
+        if (event.object) objects.push(event.object);
+        objects.sort((a, b) => a.track_id - b.track_id);
+        state.masks.set(event.position, objects);
+      }
       showJob({ kind: "propagate", state: "running", done: event.done, total: event.total });
       if (event.position === state.position) draw();
       refreshSoon();
     } else if (event.type === "autolabel_frame") {
-      state.masks.set(event.position, event.objects);
+      cacheMasks(event.position, event.objects);
       showJob({ kind: "auto-label", state: "running", done: event.done, total: event.total });
       if (event.position === state.position) draw();
     } else if (event.type === "job") {
@@ -495,6 +512,17 @@ function connectEvents() {
         masksAt(state.position).then(draw);
       }
     }
+  };
+  let opened = false;
+  source.onopen = () => {
+    // A reconnect may have missed events: start from the server's state again.
+    if (opened) {
+      state.masks.clear();
+      refreshVideo();
+      refreshTimeline();
+      masksAt(state.position).then(draw);
+    }
+    opened = true;
   };
   state.events = source;
 }
@@ -608,6 +636,8 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   if (!state.video) return;
+  const combo = event.ctrlKey || event.metaKey || event.altKey;
+  if (combo && !/^[zy]$/i.test(event.key)) return; // Ctrl+L, Cmd+C... belong to the browser
   for (const [, , matches, run] of KEYS) {
     if (matches(event)) {
       event.preventDefault();
@@ -704,6 +734,14 @@ $("export").onclick = async () => {
   try {
     const data = await api(`${base()}/export`, { format: $("format").value });
     say(`exported ${data.files.length} files to ${data.folder}`);
+    const first = data.files.find((f) => !f.endsWith("effort.json")) || data.files[0];
+    if (first) {
+      const link = document.createElement("a");
+      link.href = `${base()}/exports/${first.split("/").map(encodeURIComponent).join("/")}`;
+      link.textContent = ` download ${first}`;
+      link.download = "";
+      $("message").append(link);
+    }
   } catch (error) {
     say(error.message, true);
   }
