@@ -161,6 +161,9 @@ def test_auto_label_then_export_with_the_effort_log(server, client, tmp_path):
     assert [t["label"] for t in video["tracks"]] == ["red box", "blue box"]
     refused = client.post("/api/videos/clip/autolabel", json={"query": "red box"})
     assert refused.status_code == 400 and "already has objects" in refused.json()["error"]
+    undone = client.post("/api/videos/clip/edit", json={"action": "undo"}).json()  # the auto-label is one edit
+    assert undone["edit"]["action"] == "undo autolabel" and client.get("/api/videos/clip").json()["tracks"] == []
+    client.post("/api/videos/clip/edit", json={"action": "redo"})
     exported = client.post("/api/videos/clip/export", json={"format": "png"}).json()
     assert "png/00000.png" in exported["files"] and "png/effort.json" in exported["files"]
     download = client.get("/api/videos/clip/exports/png/00003.png")

@@ -6,7 +6,7 @@ project folder holds nothing but segvlm's own files:
 
 * ``DIR/project.json``: the media items (id, absolute source path, kind);
 * ``DIR/sessions/<id>/``: each item's :class:`segvlm.corrections.CorrectionSession` folder, created empty (every
-  frame, no object) the first time the item is opened, or from the auto-label pipeline's result;
+  frame, no object) the first time the item is opened; an auto-label run enters it as one undoable edit;
 * ``DIR/exports/<id>/<format>/``: what the export button and ``segvlm export`` write.
 
 Paths are confined: the server reads only the media found here (symlinks that leave the given folders are
@@ -178,29 +178,6 @@ class Project:
                 session = CorrectionSession.open(folder, self.pipe, video=item.source)
             else:
                 session = CorrectionSession.create(empty_result(item), self.pipe, video=item.source, folder=folder)
-            self._sessions[item_id] = session
-            return session
-
-    def replace_session(self, item_id: str, result: Any) -> Any:
-        """Start the item's session again from ``result`` (the auto-label's); only while it has no track."""
-        import shutil
-
-        from segvlm.corrections import CorrectionSession
-
-        with self._lock:
-            current = self._sessions.pop(item_id, None)
-            if current is not None:
-                if current.track_ids:
-                    self._sessions[item_id] = current
-                    raise ProjectError(
-                        f"{item_id} already has tracks; auto-label runs on a video without any (delete them first)"
-                    )
-                current.close()
-            folder = self.session_folder(item_id)
-            if folder.exists():
-                shutil.rmtree(folder)
-            item = self.item(item_id)
-            session = CorrectionSession.create(result, self.pipe, video=item.source, folder=folder)
             self._sessions[item_id] = session
             return session
 

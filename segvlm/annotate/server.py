@@ -462,14 +462,9 @@ class AnnotationServer:
                 )
 
             result = self.project.pipe(query, item.source, on_frame=on_frame)
-            if len(result) < total:  # cancelled: keep the frames done, the rest empty
-                from segvlm.types import FrameResult
-
-                done = {frame.frame_index for frame in result}
-                for frame in session.result:
-                    if frame.frame_index not in done:
-                        result.frames.append(FrameResult(frame.frame_index, frame.height, frame.width, frame.timestamp))
-            self.project.replace_session(video, result)
+            if not result.query:
+                result.query = query
+            session.adopt(result)  # one undoable edit; frames not reached (cancelled) stay empty
             self.changed(video)
             return f"{len(result.track_ids)} objects found"
 

@@ -454,6 +454,26 @@ class CorrectionSession:
                     self._propagate(change, track_id, sweeps, on_frame, cancel)
             return self._finish(change, None)
 
+    def adopt(self, other: VideoSegmentation, action: str = "autolabel") -> Edit:
+        """Take ``other``'s tracks (an auto-label run over the same frames) into this session as one undoable
+        edit: their masks, detector prompts and labels. Only while the session has no track."""
+        with self._lock:
+            if self.track_ids:
+                raise CorrectionError(
+                    f"the session already has tracks {self.track_ids}; auto-label runs on a video without any "
+                    "(delete them first)"
+                )
+            if [f.frame_index for f in other] != [f.frame_index for f in self.result][: len(other)]:
+                raise CorrectionError("the result to adopt was made on other frames; run it on this session's video")
+            with self._change(action, sorted({*other.track_ids, *other.prompts})) as change:
+                for position, frame in enumerate(other):
+                    for obj in frame.objects:
+                        self._set_mask(change, position, obj.track_id, obj)
+                for track_id, per_frame in other.prompts.items():
+                    for frame_index, prompt in per_frame.items():
+                        self._record(change, PromptDiff(track_id, frame_index, None, prompt))
+            return self._finish(change, None)
+
     # -- edits without recomputation ------------------------------------------------------------------------
     def relabel(self, track_id: int, label: str, *, seconds: float = 0.0) -> Edit:
         """Give a track another label on every frame."""

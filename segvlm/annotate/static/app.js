@@ -398,8 +398,16 @@ function select(trackId) {
 }
 
 // -- edits ----------------------------------------------------------------------------------------------------
-async function edit(body) {
-  const frame = body.frame ?? state.position; // the answer belongs to this frame, wherever the page is now
+let pending = Promise.resolve();
+function edit(body) {
+  // Edits go to the server one after another, in the order they were made (an undo never overtakes a stroke).
+  const frame = body.frame ?? state.position;
+  pending = pending.then(() => sendEdit({ ...body, frame }));
+  return pending;
+}
+
+async function sendEdit(body) {
+  const frame = body.frame; // the answer belongs to this frame, wherever the page is now
   try {
     const data = await api(`${base()}/edit`, { frame, seconds: activeSeconds(), ...body });
     if (data.edit && /relabel|merge/.test(data.edit.action)) state.masks.clear(); // labels change on every frame
