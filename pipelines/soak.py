@@ -126,44 +126,60 @@ def build(inputs: Path, out: Path, ray: bool) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
 
 
+def written(out: Path) -> int:
+    """How many files a build has written so far (its progress, as seen from outside)."""
+    return sum(1 for path in out.rglob("*") if path.is_file()) if out.exists() else 0
+
+
 def run_kills(args) -> dict:
+    """Kill builds at random moments after they start writing, resume each time, check every item once.
+
+    Each round starts a fresh output folder and kills its build (once it has written something new, after a
+    further random delay) until the build finishes on a resume; rounds repeat until ``--kills`` kills.
+    """
     import datasets
 
     rng = random.Random(args.seed)
-    report: dict = {"mode": "kills", "kills_per_build": args.kills, "builds": []}
+    report: dict = {"mode": "kills", "kills_per_mode": args.kills, "rounds": []}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         expected = make_inputs(folder / "inputs", args.videos, args.images)
         for ray in (False, True):
-            out = folder / ("out-ray" if ray else "out")
-            kills = 0
-            started = time.perf_counter()
+            kills, round_number = 0, 0
             while kills < args.kills:
-                process = build(folder / "inputs", out, ray)
-                time.sleep(rng.uniform(args.min_delay, args.max_delay))
-                if process.poll() is not None:  # finished before the kill: start over from a fresh folder
-                    break
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                kills += 1
-            process = build(folder / "inputs", out, ray)
-            process.wait()
-            if process.returncode != 0:
-                raise SystemExit(process.stderr.read().decode()[-3000:])
-            dataset = datasets.load_from_disk(str(out)).select_columns(["source", "frame_index"])
-            keys = [f"{row['source']}/{row['frame_index']}" for row in dataset]
-            report["builds"].append(
-                {
-                    "ray": ray,
-                    "kills": kills,
-                    "rows": len(keys),
-                    "expected_rows": expected,
-                    "unique_rows": len(set(keys)),
-                    "exactly_once": len(keys) == len(set(keys)) == expected,
-                    "seconds": round(time.perf_counter() - started, 1),
-                }
-            )
-    report["exactly_once"] = all(build["exactly_once"] for build in report["builds"])
+                out = folder / f"out-{'ray' if ray else 'local'}-{round_number}"
+                round_kills, started = 0, time.perf_counter()
+                while True:
+                    process = build(folder / "inputs", out, ray)
+                    before = written(out)
+                    deadline = time.monotonic() + 300
+                    while process.poll() is None and written(out) <= before and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    time.sleep(rng.uniform(0.0, args.max_delay))
+                    if process.poll() is not None or kills >= args.kills:
+                        process.wait()
+                        break
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                    kills, round_kills = kills + 1, round_kills + 1
+                if process.returncode != 0:
+                    raise SystemExit(process.stderr.read().decode()[-3000:])
+                dataset = datasets.load_from_disk(str(out)).select_columns(["source", "frame_index"])
+                keys = [f"{row['source']}/{row['frame_index']}" for row in dataset]
+                report["rounds"].append(
+                    {
+                        "ray": ray,
+                        "kills": round_kills,
+                        "rows": len(keys),
+                        "expected_rows": expected,
+                        "exactly_once": len(keys) == len(set(keys)) == expected,
+                        "seconds": round(time.perf_counter() - started, 1),
+                    }
+                )
+                round_number += 1
+    report["kills"] = {"local": sum(r["kills"] for r in report["rounds"] if not r["ray"])}
+    report["kills"]["ray"] = sum(r["kills"] for r in report["rounds"] if r["ray"])
+    report["exactly_once"] = all(r["exactly_once"] for r in report["rounds"])
     return report
 
 
@@ -177,8 +193,7 @@ def main(argv=None) -> dict:
     kills.add_argument("--kills", type=int, default=20)
     kills.add_argument("--videos", type=int, default=6)
     kills.add_argument("--images", type=int, default=12)
-    kills.add_argument("--min-delay", type=float, default=3.0, help="seconds after start before a kill")
-    kills.add_argument("--max-delay", type=float, default=12.0)
+    kills.add_argument("--max-delay", type=float, default=2.0, help="random delay after a write, before a kill")
     kills.add_argument("--seed", type=int, default=0)
     for each in (memory, kills):
         each.add_argument("--json", help="write the results here")
