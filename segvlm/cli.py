@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from segvlm.quiet import command as quiet_command
+
 app = typer.Typer(
     name="segvlm",
     help="Text-grounded video segmentation: ground a phrase with an open-vocabulary detector, track it with "
@@ -22,14 +24,34 @@ console = Console(stderr=True)
 
 
 @app.command()
+@quiet_command
 def segment(
     video: Annotated[str, typer.Argument(help="Video file, image, or folder of frames.")],
     query: Annotated[str, typer.Argument(help='What to segment, e.g. "the red car" or "the dog and the child".')],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for masks.json and overlay.mp4.")],
-    preset: Annotated[str | None, typer.Option(help="Preset: default, cpu-fast, gpu-quality, tiny-random.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Preset: default, cpu-fast, gpu-quality, sam3, tiny-random (see `segvlm presets`)."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config file (overrides the preset).")] = None,
-    grounder: Annotated[str | None, typer.Option(help="Grounder backend: owlv2, grounding-dino.")] = None,
-    segmenter: Annotated[str | None, typer.Option(help="Segmenter backend: sam2, edgetam, sam3, sam.")] = None,
+    grounder: Annotated[
+        str | None,
+        typer.Option(help="Grounder backend: owlv2, grounding-dino; it brings its own default model."),
+    ] = None,
+    segmenter: Annotated[
+        str | None,
+        typer.Option(help="Segmenter backend: sam2, edgetam, sam3, sam; it brings its own default model."),
+    ] = None,
+    grounder_model: Annotated[
+        str | None, typer.Option(help="Grounder checkpoint: a hub id, a local folder or tiny-random:<kind>.")
+    ] = None,
+    segmenter_model: Annotated[
+        str | None, typer.Option(help="Segmenter checkpoint: a hub id, a local folder or tiny-random:<kind>.")
+    ] = None,
+    save_frames: Annotated[
+        bool,
+        typer.Option("--save-frames", help="Also write the processed frames as JPEG under masks.json's file_names."),
+    ] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Process at most this many frames.")] = None,
     stride: Annotated[int, typer.Option(min=1, help="Process every N-th frame.")] = 1,
@@ -52,8 +74,9 @@ def segment(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from segvlm.config import load_config
-    from segvlm.errors import SegvlmError, VideoReadError
+    from segvlm.errors import ConfigError, SegvlmError, VideoReadError
     from segvlm.export.registry import ExportError, get_format
+    from segvlm.registry import TEXT_NATIVE_SEGMENTERS
     from segvlm.tracking import Pipeline
 
     wanted = [name.strip().lower() for value in formats or [] for name in value.split(",") if name.strip()]
@@ -80,13 +103,19 @@ def segment(
         raise typer.Exit(2)
     if (out / "masks.json").exists():
         console.print(f"[yellow]note:[/] {out}/masks.json exists and will be replaced")
-    overrides = {}
-    if grounder:
-        overrides["grounder"] = {"name": grounder}
-    if segmenter:
-        overrides["segmenter"] = {"name": segmenter}
+    overrides = {
+        stage: {key: value for key, value in (("name", name), ("model", model)) if value}
+        for stage, name, model in (("grounder", grounder, grounder_model), ("segmenter", segmenter, segmenter_model))
+        if name or model
+    }
     try:
         settings = load_config(config or preset, overrides=overrides, device=device)
+        if (grounder or grounder_model) and settings.segmenter.name in TEXT_NATIVE_SEGMENTERS:
+            raise ConfigError(
+                f"the {settings.segmenter.name} segmenter finds objects from the text itself, so no grounder runs; "
+                "drop --grounder/--grounder-model, or choose a segmenter that tracks a grounder's boxes "
+                "(--segmenter sam2)"
+            )
         if settings.warning:
             console.print(f"[yellow]warning:[/] {settings.warning}")
         with warnings.catch_warnings():
@@ -134,6 +163,8 @@ def segment(
         for name in names:
             target = out if name in ("coco", "overlay") else out / name
             written += result.export(name, str(target), video=video)
+        if save_frames:
+            written += write_frames(result, video, out)
         checkpoint.unlink(missing_ok=True)  # the results are saved: the run log has served its purpose
     except ExportError as error:
         console.print(f"[red]error:[/] {error}")
@@ -177,17 +208,48 @@ def output_folder_problem(out: Path) -> str | None:
     return None
 
 
+def write_frames(result, video: str, out: Path) -> list[str]:
+    """Write each processed frame as a JPEG at ``OUT/<file_name>``, the ``file_name`` of its image in masks.json
+    (``<video stem>/<frame index>.jpg``), so that COCO tools find the images the annotations refer to.
+
+    The frames are decoded again from ``video`` with the result's stride; returns the paths written.
+    """
+    from PIL import Image
+
+    from segvlm.export.coco import to_coco
+    from segvlm.video import read_frames
+
+    names = {image["frame_index"]: image["file_name"] for image in to_coco(result)["images"]}
+    written = []
+    for frame in read_frames(video, stride=result.info.stride):
+        name = names.pop(frame.index, None)
+        if name is not None:
+            path = out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frame.image).save(path, quality=95)
+            written.append(str(path))
+        if not names:
+            break
+    return written
+
+
 @app.command()
 def presets() -> None:
-    """List the presets that ship with segvlm."""
+    """List the presets (and the training configs) that ship with segvlm."""
     from segvlm.config import list_presets, load_config
+    from segvlm.registry import TEXT_NATIVE_SEGMENTERS
+    from segvlm.training.config import list_train_configs
 
     for name in list_presets():
         settings = load_config(name)
+        grounder = f"{settings.grounder.name}:{settings.grounder.model}"
+        if settings.segmenter.name in TEXT_NATIVE_SEGMENTERS:
+            grounder = f"none ({settings.segmenter.name} grounds text itself)"
         typer.echo(
-            f"{name:12s} grounder={settings.grounder.name}:{settings.grounder.model} "
+            f"{name:12s} grounder={grounder} "
             f"segmenter={settings.segmenter.name}:{settings.segmenter.model} device={settings.device}"
         )
+    typer.echo(f"training configs (segvlm train --config NAME): {', '.join(list_train_configs())}")
 
 
 def _register_extensions() -> None:

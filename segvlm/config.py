@@ -4,6 +4,11 @@ A preset is a YAML file in the repository's ``configs/`` folder (``segvlm/preset
 shipped in the wheel); ``load_config("cpu-fast")`` reads one, ``load_config("my.yaml")`` reads a file, and
 keyword overrides such as ``load_config("cpu-fast", device="cuda")`` win over both. Unknown keys are
 refused with the list of valid ones, so a typo never silently falls back to a default.
+
+A layer that switches a backend (``grounder.name``, ``segmenter.name``) without naming its model gets that
+backend's own default checkpoint in the size class of the layer below (``tiny-random:grounding-dino`` over
+the tiny-random preset, ``IDEA-Research/grounding-dino-tiny`` over a real one), so a backend never inherits
+another backend's weights; a model that does not fit its backend is refused before anything loads.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class SegmenterConfig:
     """Memory-equipped video segmenter.
 
     Attributes:
-        name: backend (``sam2``, ``edgetam``, ``sam``); see ``segvlm.registry.SEGMENTERS``.
+        name: backend (``sam2``, ``edgetam``, ``sam``, ``sam3``); see ``segvlm.registry.SEGMENTERS``.
         model: hub id or local folder (``tiny-random:sam2`` builds a tiny random one).
         dtype: ``auto`` (bfloat16 on GPUs and on CPUs with native bf16, else float32), ``float32``,
             ``bfloat16`` or ``float16``.
@@ -189,8 +194,46 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     data = read_yaml_mapping(path)
     parent = data.pop("extends", None)
     if parent:
-        data = merge_nested(_preset_dict(parent), data)
+        base = _preset_dict(parent)
+        data = merge_nested(base, with_backend_models(base, data))
     return data
+
+
+STAGE_DEFAULTS = {"grounder": GrounderConfig, "segmenter": SegmenterConfig}
+
+
+def with_backend_models(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override``, where it switches a stage's backend without naming a model, with that backend's default
+    model added: the tiny random one when ``base``'s model for the stage is tiny, else the hub default.
+
+    Keeping ``base``'s model would hand the new backend another backend's checkpoint (Grounding DINO built on
+    OWLv2's weights), which fails deep inside the model with a traceback.
+    """
+    from segvlm.registry import TINY_PREFIX, default_model
+
+    result = dict(override)
+    for stage, defaults in STAGE_DEFAULTS.items():
+        layer = override.get(stage)
+        if not isinstance(layer, dict) or "name" not in layer or "model" in layer:
+            continue
+        below = base.get(stage) if isinstance(base.get(stage), dict) else {}
+        if layer["name"] == below.get("name", defaults.name):
+            continue
+        tiny = str(below.get("model", defaults.model)).startswith(TINY_PREFIX)
+        result[stage] = {**layer, "model": default_model(stage, str(layer["name"]), tiny=tiny)}
+    return result
+
+
+def check_models(config: PipelineConfig) -> None:
+    """Refuse a grounder or segmenter model that its backend cannot load (see :func:`segvlm.registry.check_model`).
+
+    The grounder is not checked when the segmenter finds objects from text itself (SAM 3): it never runs.
+    """
+    from segvlm.registry import TEXT_NATIVE_SEGMENTERS, check_model
+
+    check_model("segmenter", config.segmenter.name, config.segmenter.model)
+    if config.segmenter.name not in TEXT_NATIVE_SEGMENTERS:
+        check_model("grounder", config.grounder.name, config.grounder.model)
 
 
 def _preset_dict(name: str) -> dict[str, Any]:
@@ -209,8 +252,13 @@ def load_config(
 
     Args:
         preset_or_path: a preset name (see :func:`list_presets`), a YAML file, or None for the defaults.
-        overrides: nested dict merged over the file, e.g. ``{"tracking": {"reground_every": 5}}``.
+        overrides: nested dict merged over the file, e.g. ``{"tracking": {"reground_every": 5}}``; a backend
+            switched without a model (``{"grounder": {"name": "grounding-dino"}}``) gets its own default model.
         **top_level: top-level fields, e.g. ``device="cuda"``.
+
+    Raises:
+        ConfigError: unknown keys, a missing file, or a model its backend cannot load.
+        UnknownBackendError: an unknown preset or backend name.
     """
     data: dict[str, Any] = {}
     if preset_or_path is not None:
@@ -221,6 +269,8 @@ def load_config(
             data = _read_yaml(path)
         else:
             data = _preset_dict(str(preset_or_path))
-    data = merge_nested(data, overrides or {})
+    data = merge_nested(data, with_backend_models(data, overrides or {}))
     data = merge_nested(data, {key: value for key, value in top_level.items() if value is not None})
-    return from_dict(PipelineConfig, data, "config")
+    config = from_dict(PipelineConfig, data, "config")
+    check_models(config)
+    return config

@@ -32,3 +32,7 @@ class UnknownBackendError(SegvlmError):
 
 class ConfigError(SegvlmError):
     """A configuration file or value is invalid."""
+
+
+class FormatError(SegvlmError):
+    """A saved result, a COCO file or an RLE mask is malformed (the message names the entry and the problem)."""

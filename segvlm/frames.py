@@ -11,7 +11,9 @@ scrubbing a timeline) need frame N now, in whatever order they ask. :class:`Fram
 * sequential forward reads continue the open decoder (no seek per frame); a read that has to go back decodes the
   whole chunk from the keyframe to the wanted frame and keeps its last ``cache_frames`` frames, so reading
   backwards frame by frame costs one chunk per ``cache_frames`` frames instead of one chunk per frame;
-* a folder of images, a single image and a list of arrays or PIL images are read item by item.
+* a folder of images, a glob pattern, a list of image paths, a single image and a list of arrays or PIL images
+  are read item by item (the same files, in the same order, as :func:`~segvlm.video.read_frames` reads; images
+  upright as their EXIF orientation says).
 
 Every frame comes out byte-identical to what :func:`~segvlm.video.read_frames` yields for the same ``stride``
 and ``max_frames``: the same decoder, the same conversion to ``(H, W, 3)`` uint8 RGB.
@@ -431,7 +433,8 @@ class FrameStore:
 
     @classmethod
     def open(cls, source: Any, stride: int = 1, max_frames: int | None = None, cache_frames: int = 32) -> FrameStore:
-        """Open ``source`` (a video path, an image, a folder of frames, or a list of images) for random access.
+        """Open ``source`` (a video path, an image, a folder of frames, a glob pattern such as ``"frames/*.jpg"``,
+        or a list of images or of image paths) for random access.
 
         A video is indexed at once (its packets are read, not decoded); nothing is decoded until a frame is
         asked for. Raises :class:`~segvlm.errors.VideoReadError` for unreadable sources and for one-shot

@@ -35,7 +35,7 @@ from segvlm.errors import VideoReadError
 from segvlm.grounding.base import Grounder
 from segvlm.grounding.rerank import crop
 from segvlm.masks import RLE, box_iou_matrix, mask_iou
-from segvlm.query import parse_query
+from segvlm.query import parse_query, source_phrases
 from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
 from segvlm.types import Detection, FramePrompt, FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 from segvlm.video import Frame, FrameSource, prefetch, read_frames
@@ -306,8 +306,8 @@ class _TextNativeTracker:
 
     The segmenter detects, tracks and numbers objects; each frame's output becomes a :class:`FrameResult`
     with ``track_id`` = the segmenter's object id + 1 (segvlm's track ids start at 1, SAM 3's at 0), ``label``
-    = the phrase that found the object, ``phrase`` = the full query, and the box taken from the mask. Masks
-    smaller than ``tracking.min_mask_area`` count as not visible, as in :class:`_Tracker`.
+    = the phrase that found the object, ``phrase`` = the query's own words for it, and the box taken from the
+    mask. Masks smaller than ``tracking.min_mask_area`` count as not visible, as in :class:`_Tracker`.
     """
 
     pipeline: Pipeline
@@ -317,6 +317,7 @@ class _TextNativeTracker:
     width: int
     session: Any = None
     tracks: dict[int, str] = field(default_factory=dict)  # track id -> label, every object seen so far
+    sources: dict[str, str] = field(default_factory=dict)  # label -> the query's own words for it
     frames: list[FrameResult] = field(default_factory=list)
 
     def process(self, position: int, frame: Frame, pixel_values: Any) -> FrameResult:
@@ -331,7 +332,8 @@ class _TextNativeTracker:
             track_id = obj_id + 1
             self.tracks.setdefault(track_id, label)
             rle = RLE.encode(mask)
-            objects.append(ObjectMask(track_id, label, self.query, float(score), rle.bbox_xyxy(), rle))
+            phrase = self.sources.setdefault(label, source_phrases(self.query, [label])[0])
+            objects.append(ObjectMask(track_id, label, phrase, float(score), rle.bbox_xyxy(), rle))
         result = FrameResult(
             frame.index, self.height, self.width, frame.timestamp, sorted(objects, key=lambda o: o.track_id)
         )
@@ -518,12 +520,14 @@ class Pipeline:
             "segmenter": result.meta.get("segmenter"),
             "tracking": result.meta.get("tracking"),
         }
+        if not isinstance(tracker, _Tracker):  # SAM 3 keeps its own tracker state: no run log, no resume
+            if resume:
+                raise RunLogError(
+                    "resuming is not available for a text-native segmenter (SAM 3); run again without --resume"
+                )
+            return None, 0
         if not resume:
             return RunLog.start(checkpoint, header), 0
-        if not isinstance(tracker, _Tracker):
-            raise RunLogError(
-                "resuming is not available for a text-native segmenter (SAM 3); run again without --resume"
-            )
         log, state = RunLog.resume(checkpoint, header)
         tracker.restore(state)
         return log, len(state.frames)

@@ -36,7 +36,8 @@ class Detection:
         box_xyxy: the box in original-frame pixels.
         score: the detector's confidence (after re-ranking, if any), in [0, 1].
         label: the noun phrase that was grounded, e.g. ``"red car"``.
-        phrase: the full query phrase this label came from, kept for re-ranking.
+        phrase: the query's own words for this label (``"the red car"``; see
+            :func:`segvlm.query.source_phrases`), carried to the track's :attr:`ObjectMask.phrase`.
     """
 
     box_xyxy: Box
@@ -107,8 +108,14 @@ class ObjectMask:
 
     Attributes:
         track_id: stable id of the object across frames (1, 2, ...).
-        label: the grounded noun phrase (``"red car"``).
-        phrase: the full query phrase (``"segment the red car"``).
+        label: the grounded noun phrase (``"red car"``), the same for every object the phrase found.
+        phrase: the query's own words for this object: the part of the query its label came from, with its
+            determiners and counts, without the command or the other objects. For the query ``"find the dog
+            and the two children"`` an object labelled ``"children"`` has phrase ``"the two children"`` and one
+            labelled ``"dog"`` has ``"the dog"``; for a list query it is the list item (``"a cat"``). It is what
+            a ``{phrase}`` caption template (:mod:`segvlm.data.schema`) writes; the whole query is
+            :attr:`VideoSegmentation.query`. Objects added by hand hold what the correction gave them, and
+            results saved by older versions may hold the whole query.
         score: detection score of the track (segmenter confidence for propagated frames).
         box_xyxy: tight box around the mask, original-frame pixels.
         rle: the mask, COCO RLE at original frame size.

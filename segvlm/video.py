@@ -3,13 +3,21 @@
 Readers never hold the whole video: a video file is decoded frame by frame with PyAV, a folder of images
 is read one file at a time, an iterator (a camera) is consumed lazily. Every frame comes out as an
 ``(H, W, 3)`` uint8 RGB array whatever the input was (grayscale, RGBA, 16-bit, float).
+
+Images are read as every viewer shows them: a photo whose EXIF orientation tag says "rotated" (phones write
+6 or 8 for portrait shots) is turned upright, so its masks, boxes and sizes are those of the displayed image.
+A list of image paths is a sequence of frames in the list's order; a path with glob characters
+(``"frames/*.jpg"``) that names no existing file is expanded, sorted, like a folder.
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
 import queue
+import struct
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -57,11 +65,38 @@ class VideoMeta:
     num_frames: int | None
 
 
+def exif_upright(image: Any) -> Any:
+    """A PIL image turned as its EXIF orientation tag says (``ImageOps.exif_transpose``); unchanged without one.
+
+    Unreadable EXIF data leaves the image as stored, with a warning: the pixels are still good.
+    """
+    from PIL import ImageOps
+
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+        if orientation in (None, 1):
+            return image
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, TypeError, OSError, struct.error) as error:
+        name = getattr(image, "filename", "") or "an image"
+        warnings.warn(f"{name} has unreadable EXIF data ({error}); it is read as stored", UserWarning, stacklevel=2)
+        return image
+
+
 def to_rgb_uint8(image: Any) -> np.ndarray:
-    """Normalise a PIL image or array (grayscale, RGBA, 16-bit, float in [0, 1]) to (H, W, 3) uint8 RGB."""
+    """Normalise a PIL image or array (grayscale, RGBA, 16-bit, float in [0, 1]) to (H, W, 3) uint8 RGB.
+
+    A PIL image with an EXIF orientation tag is turned upright first (see :func:`exif_upright`).
+    """
     from PIL import Image
 
+    if isinstance(image, (str, Path)):
+        raise VideoReadError(
+            f"got the path {str(image)!r} where an image was expected; pass paths as the source itself "
+            "(a path, a list of paths or a glob pattern), not inside a list of images"
+        )
     if isinstance(image, Image.Image):
+        image = exif_upright(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             image = np.asarray(image)
         else:
@@ -92,6 +127,7 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
 
 
 def _open_image(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB, upright as its EXIF orientation says."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -102,12 +138,75 @@ def _open_image(path: Path) -> np.ndarray:
         raise VideoReadError(f"{path} is not a readable image ({error}); check the file is a JPEG/PNG") from error
 
 
+def _frame_from_item(item: Any) -> np.ndarray:
+    """One item of an iterator source: an image path is opened, anything else normalised as an image."""
+    if isinstance(item, (str, Path)):
+        return _open_image(Path(item))
+    return to_rgb_uint8(item)
+
+
+def has_glob(text: str) -> bool:
+    """True when ``text`` holds glob characters (``*``, ``?``, ``[``)."""
+    return glob.has_magic(text)
+
+
+def expand_glob(pattern: str) -> list[Path]:
+    """The image files a glob pattern matches, sorted; a clear error naming the pattern when there are none.
+
+    ``**`` matches folders recursively. Files that are not JPEG/PNG frames are left out, as in a folder; a
+    pattern that matches exactly one non-image file (a video) gives that file.
+    """
+    matches = sorted(Path(match) for match in glob.glob(pattern, recursive=True) if Path(match).is_file())
+    if not matches:
+        raise VideoReadError(
+            f"the pattern {pattern!r} matches no files (and no file has that name); check the folder and the "
+            f"pattern (it is relative to {Path.cwd()}), e.g. 'frames/*.jpg'"
+        )
+    images = [match for match in matches if match.suffix.lower() in IMAGE_SUFFIXES]
+    if images:
+        return images
+    if len(matches) == 1:
+        return matches
+    shown = ", ".join(str(match) for match in matches[:3]) + (", ..." if len(matches) > 3 else "")
+    raise VideoReadError(
+        f"the pattern {pattern!r} matches {len(matches)} files but no JPEG/PNG frames ({shown}); a pattern must "
+        "name image frames (e.g. 'frames/*.jpg'), or pass one video path at a time"
+    )
+
+
+def image_paths(items: list[Any] | tuple[Any, ...]) -> list[Path]:
+    """A list of paths as frame files, checked up front: each must exist and be an image, not a video."""
+    paths = []
+    for position, item in enumerate(items):
+        if not isinstance(item, (str, Path)):
+            raise VideoReadError(
+                f"item {position} of the list is a {type(item).__name__} but item 0 is a path; pass a list of "
+                "image paths or a list of images (arrays or PIL images), not both"
+            )
+        path = Path(item)
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise VideoReadError(
+                f"item {position} of the list, {str(path)!r}, {what}; a list of paths must name image files "
+                f"(paths are relative to {Path.cwd()})"
+            )
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            raise VideoReadError(
+                f"item {position} of the list, {str(path)!r}, is a video; a list of paths is read as image frames, "
+                "one per path: pass a video on its own"
+            )
+        paths.append(path)
+    return paths
+
+
 class FrameSource:
     """An iterable of :class:`Frame` from any supported input, with ``meta`` known up front.
 
     Args:
-        source: a video path (mp4/webm/mov/avi...), an image path, a folder of JPEG/PNG frames, a list of
-            PIL images or arrays, or any iterator of frames (e.g. a camera generator).
+        source: a video path (mp4/webm/mov/avi...), an image path, a folder of JPEG/PNG frames, a glob
+            pattern (``"frames/*.jpg"``, expanded and sorted), a list of image paths (read in the list's
+            order), a list of PIL images or arrays, or any iterator of frames or image paths (e.g. a camera
+            generator).
         stride: keep every ``stride``-th source frame.
         max_frames: stop after this many kept frames.
 
@@ -127,10 +226,22 @@ class FrameSource:
     # -- probing ------------------------------------------------------------------------------------------
     def _probe(self, source: Any) -> tuple[str, Any, VideoMeta]:
         if isinstance(source, (str, Path)):
+            if "\x00" in str(source):
+                raise VideoReadError(f"the path {str(source)!r} holds a NUL character, which no file name can; fix it")
+            if not Path(source).exists() and has_glob(str(source)):
+                files = expand_glob(str(source))
+                if len(files) == 1 and files[0].suffix.lower() not in IMAGE_SUFFIXES:
+                    return self._probe_path(files[0])
+                first = _open_image(files[0])
+                return "files", files, VideoMeta(str(source), first.shape[0], first.shape[1], None, len(files))
             return self._probe_path(Path(source))
         if isinstance(source, (list, tuple)):
             if not source:
                 raise VideoReadError("the frame list is empty; pass at least one image")
+            if isinstance(source[0], (str, Path)):
+                files = image_paths(source)
+                first = _open_image(files[0])
+                return "files", files, VideoMeta("<frames>", first.shape[0], first.shape[1], None, len(files))
             first = to_rgb_uint8(source[0])
             return "list", source, VideoMeta("<frames>", first.shape[0], first.shape[1], None, len(source))
         if isinstance(source, np.ndarray) and source.ndim == 4:  # (T, H, W, C) array
@@ -143,7 +254,7 @@ class FrameSource:
                 first = next(iterator)
             except StopIteration:
                 raise VideoReadError("the frame iterator yielded no frames") from None
-            first_rgb = to_rgb_uint8(first)
+            first_rgb = _frame_from_item(first)
             chained = itertools.chain([first_rgb], iterator)
             return "iter", chained, VideoMeta("<stream>", first_rgb.shape[0], first_rgb.shape[1], None, None)
         raise VideoReadError(
@@ -174,6 +285,7 @@ class FrameSource:
                 # FFmpeg's "tty" demuxer renders any text file as a video; that is never what a user means.
                 if not container.streams.video or container.format.name == "tty":
                     raise av.error.InvalidDataError(1094995529, "no video stream")
+                still = container.format.name.endswith("_pipe") or container.format.name == "image2"
                 stream = container.streams.video[0]
                 fps = float(stream.average_rate) if stream.average_rate else None
                 num_frames = stream.frames or None
@@ -195,6 +307,15 @@ class FrameSource:
                     "pass an mp4/webm/mov/avi video, an image, or a folder of frames"
                 ) from error
             return "files", [path], VideoMeta(str(path), image.shape[0], image.shape[1], None, 1)
+        if still and path.suffix.lower() not in VIDEO_SUFFIXES:
+            # A still image under an unusual suffix (.jfif): read it with PIL when PIL can, so EXIF orientation
+            # applies as for any other image; FFmpeg reads the formats PIL does not.
+            try:
+                image = _open_image(path)
+            except VideoReadError:
+                pass
+            else:
+                return "files", [path], VideoMeta(str(path), image.shape[0], image.shape[1], None, 1)
         if not height or not width:
             raise VideoReadError(f"{path} has a video stream without a frame size; the file may be corrupt")
         return "video", path, VideoMeta(str(path), height, width, fps, num_frames)
@@ -209,6 +330,9 @@ class FrameSource:
                     yield index, _open_image(path), None
                 else:
                     yield index, None, None  # skipped by stride without reading the file
+        elif self._kind == "iter":
+            for index, image in enumerate(self._payload):
+                yield index, (_frame_from_item(image) if index % self.stride == 0 else None), None
         else:
             for index, image in enumerate(self._payload):
                 yield index, (to_rgb_uint8(image) if index % self.stride == 0 else None), None

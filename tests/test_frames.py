@@ -113,6 +113,23 @@ def test_image_sources_are_those_of_read_frames(png_folder, stride, max_frames):
     assert_matches_read_frames(np.stack(arrays), stride, max_frames)  # (T, H, W, 3)
 
 
+@pytest.mark.parametrize(("stride", "max_frames"), [(1, None), (3, 4)])
+def test_lists_of_paths_and_globs_are_those_of_read_frames(png_folder, stride, max_frames):
+    from pathlib import Path
+
+    files = sorted(Path(png_folder).glob("*.png"))
+    shuffled = files[::-1][:7] + [str(path) for path in files[:3]]  # any order, str and Path alike
+    store = assert_matches_read_frames(shuffled, stride, max_frames, cache_frames=3)
+    assert np.array_equal(store[0], np.asarray(Image.open(files[-1]))) and store.source == "<frames>"
+    pattern = str(Path(png_folder) / "*.png")
+    store = assert_matches_read_frames(pattern, stride, max_frames)
+    folder = FrameStore.open(png_folder, stride=stride, max_frames=max_frames)
+    assert len(store) == len(folder) and all(np.array_equal(store[i], folder[i]) for i in range(len(store)))
+    assert store.source == pattern
+    with pytest.raises(VideoReadError, match="matches no files"):
+        FrameStore.open(str(Path(png_folder) / "*.jpg"))
+
+
 def test_single_image_and_read_only_frames(png_folder, tmp_path):
     path = tmp_path / "one.png"
     Image.fromarray(scene_images(frames=1)[0]).save(path)

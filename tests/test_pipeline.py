@@ -38,7 +38,7 @@ def test_tiny_random_end_to_end_from_a_video_file(tiny, video, tmp_path):
     assert result.track_ids, "the tiny detector proposes boxes and the tiny segmenter keeps them present"
     for frame in result:
         for obj in frame:
-            assert obj.mask.shape == (H, W) and obj.label == "red box" and obj.phrase == "segment the red box"
+            assert obj.mask.shape == (H, W) and obj.label == "red box" and obj.phrase == "the red box"
     assert result.meta["preset"] == "tiny-random" and result.meta["random_weights"] is True
     result.save(str(tmp_path), overlay=True)
     assert len(COCO(str(tmp_path / "masks.json")).imgs) == 12

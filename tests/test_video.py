@@ -56,6 +56,84 @@ def test_folder_of_frames_single_image_and_lists(tmp_path):
     assert len(list(read_frames(array_video))) == 3
 
 
+def _numbered_pngs(folder, count=4) -> list:
+    """PNG frames whose first pixel is 10 * their number, named so that sorting matters (00, 01, ...)."""
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"{i:02d}.png")
+        Image.fromarray(np.full((20, 30, 3), 10 * i, np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_a_list_of_image_paths_is_read_in_the_list_order(tmp_path):
+    paths = _numbered_pngs(tmp_path)
+    order = [paths[2], str(paths[0]), paths[3], paths[1]]  # Path and str alike
+    source = read_frames(order)
+    assert (source.meta.source, source.meta.num_frames, source.meta.height, source.meta.width) == (
+        "<frames>",
+        4,
+        20,
+        30,
+    )
+    assert [f.image[0, 0, 0] for f in source] == [20, 0, 30, 10]
+    assert [(f.index, f.image[0, 0, 0]) for f in read_frames(order, stride=2, max_frames=1)] == [(0, 20)]
+
+
+def test_a_glob_expands_sorted_and_a_glob_matching_nothing_names_the_pattern(tmp_path):
+    paths = _numbered_pngs(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a frame")
+    source = read_frames(str(tmp_path / "*"))  # notes.txt is left out, as in a folder
+    assert source.meta.source == str(tmp_path / "*") and source.meta.num_frames == 4
+    assert [f.image[0, 0, 0] for f in source] == [0, 10, 20, 30]
+    assert [f.image[0, 0, 0] for f in read_frames(tmp_path / "0[13].png")] == [10, 30]
+    with pytest.raises(
+        VideoReadError, match=r"the pattern '.*\*\.jpg' matches no files \(and no file has that name\); check"
+    ):
+        read_frames(str(tmp_path / "*.jpg"))
+    (tmp_path / "more.txt").write_text("not a frame either")
+    with pytest.raises(VideoReadError, match=r"matches 2 files but no JPEG/PNG frames"):
+        read_frames(str(tmp_path / "*.txt"))
+    literal = tmp_path / "frame[1].png"  # an existing file with glob characters is read as it is
+    Image.fromarray(np.full((20, 30, 3), 99, np.uint8)).save(literal)
+    assert [f.image[0, 0, 0] for f in read_frames(literal)] == [99]
+    assert paths[0].exists()
+
+
+def test_a_glob_matching_one_video_reads_that_video(tmp_path):
+    images = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(3)]
+    write_video(tmp_path / "clip.mp4", images, fps=5)
+    source = read_frames(str(tmp_path / "*.mp4"))
+    assert source.meta.source == str(tmp_path / "clip.mp4") and len(list(source)) == 3
+
+
+@pytest.mark.parametrize(
+    ("items", "match"),
+    [
+        (["missing.png"], r"item 0 of the list, 'missing.png', does not exist"),
+        ([".", "a.png"], r"item 0 of the list, '\.', is a folder"),
+        (["a.png", "clip.mp4"], r"item 1 of the list, 'clip.mp4', is a video; .* pass a video on its own"),
+        (["a.png", np.zeros((20, 30, 3), np.uint8)], r"item 1 of the list is a ndarray but item 0 is a path"),
+        ([np.zeros((20, 30, 3), np.uint8), "a.png"], r"got the path 'a.png' where an image was expected"),
+    ],
+)
+def test_bad_lists_of_paths_name_the_item(tmp_path, monkeypatch, items, match):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save("a.png")
+    write_video("clip.mp4", [np.zeros((16, 16, 3), np.uint8)] * 2, fps=5)
+    with pytest.raises(VideoReadError, match=match):
+        list(read_frames(items))
+
+
+def test_a_path_with_a_nul_character_is_refused(tmp_path):
+    with pytest.raises(VideoReadError, match="holds a NUL character"):
+        read_frames(str(tmp_path / "a\x00.png"))
+
+
+def test_an_iterator_of_paths_is_read_as_frames(tmp_path):
+    paths = _numbered_pngs(tmp_path)
+    assert [f.image[0, 0, 0] for f in read_frames(iter(paths[::-1]))] == [30, 20, 10, 0]
+
+
 def test_iterator_source_is_lazy_and_one_shot():
     pulled = []
 

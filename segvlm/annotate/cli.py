@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from segvlm.quiet import command as quiet_command
+
 console = Console(stderr=True)
 
 
@@ -22,10 +24,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
+@quiet_command
 def annotate_command(
     paths: Annotated[list[Path], typer.Argument(help="Videos, image folders, or folders of videos.")],
     query: Annotated[str | None, typer.Option(help='Auto-label on open, e.g. "person. car."')] = None,
-    preset: Annotated[str | None, typer.Option(help="Models: default, cpu-fast, gpu-quality, tiny-random.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Models: default, cpu-fast, gpu-quality, sam3, tiny-random.")
+    ] = None,
     project: Annotated[Path, typer.Option(help="Project folder: sessions and exports are kept here.")] = Path(
         "segvlm-project"
     ),
@@ -61,6 +66,7 @@ def annotate_command(
     serve(server, host, port)
 
 
+@quiet_command
 def export_command(
     project: Annotated[Path, typer.Argument(help="A project folder made by segvlm annotate.")],
     formats: Annotated[

@@ -17,6 +17,7 @@ _EXPORTS = {
     "BuildMismatchError": "segvlm.data.builder",
     "BuildSummary": "segvlm.data.builder",
     "build_dataset": "segvlm.data.builder",
+    "load_built": "segvlm.data.builder",
     "Region": "segvlm.data.schema",
     "Row": "segvlm.data.schema",
     "features": "segvlm.data.schema",

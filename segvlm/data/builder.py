@@ -5,10 +5,14 @@ Output folder layout::
     OUT/
       build.json          the settings this folder was started with (checked on every resume)
       ledger.jsonl        one line per finished work unit (rows, label counts, skipped inputs)
-      data/<unit>.parquet one shard per work unit, in hub layout (``load_dataset(OUT)`` reads them)
+      data/<unit>.parquet one shard per work unit, in hub layout
       errors.jsonl        inputs that could not be read, with the reason
       README.md           the dataset card: models, thresholds, conventions, counts
-      state.json, dataset_info.json, data-*.arrow   ``datasets.load_from_disk(OUT)``
+      state.json, dataset_info.json, data-*.arrow   ``datasets.load_from_disk(OUT)`` (unless save_arrow=False)
+
+``datasets`` refuses ``load_dataset(OUT)`` on a folder holding ``state.json``, so a build with the arrow copy
+loads with ``load_from_disk(OUT)`` and one without it with ``load_dataset(OUT)`` (the card's header points
+it at ``data/*.parquet``, as on the hub); :meth:`BuildSummary.load` and :func:`load_built` read either.
 
 Resuming is running the same call again: finished units (ledger lines, or shards whose ledger line was lost
 to a kill) are skipped, half-written temporaries are deleted, and everything else is redone. A shard is
@@ -122,10 +126,12 @@ class BuildSummary:
     Attributes:
         out: the output folder.
         rows, regions: totals over the whole dataset.
-        units: work units in the plan; ``resumed_units`` of them were already done when this run started.
+        units: work units in the plan; ``resumed_units`` of them were already done when this run started
+            (their rows were kept, not written again).
         errors: inputs skipped as unreadable (see ``errors.jsonl``).
         seconds: wall time of the labelling phase of this run.
         rows_per_second: rows labelled by this run per second of that phase.
+        rows_written, regions_written: what this run labelled and wrote (0 when every unit was already done).
     """
 
     out: Path
@@ -137,12 +143,49 @@ class BuildSummary:
     seconds: float
     rows_per_second: float
     label_counts: dict[str, int] = field(default_factory=dict)
+    rows_written: int = 0
+    regions_written: int = 0
+
+    @property
+    def units_written(self) -> int:
+        return self.units - self.resumed_units
+
+    def describe(self) -> str:
+        """One line for a person: what this run wrote, what it skipped as already done, what the dataset holds."""
+        wrote = (
+            f"wrote {self.rows_written} rows with {self.regions_written} regions "
+            f"({self.units_written} {_plural(self.units_written, 'unit')}) to {self.out}"
+        )
+        if self.units_written:
+            wrote += f", {self.rows_per_second:.2f} rows/s"
+        if not self.resumed_units:
+            return wrote
+        kept = self.rows - self.rows_written
+        return (
+            f"{wrote}; skipped {self.resumed_units}/{self.units} units already done ({kept} rows kept); "
+            f"the dataset has {self.rows} rows with {self.regions} regions"
+        )
 
     def load(self) -> datasets.Dataset:
-        """The built dataset (``datasets.load_from_disk(out)``)."""
-        import datasets
+        """The built dataset, from its arrow copy or, without one, from its parquet shards (:func:`load_built`)."""
+        return load_built(self.out)
 
-        return datasets.load_from_disk(str(self.out))
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+def load_built(out: str | Path) -> datasets.Dataset:
+    """The dataset in a build's output folder: ``datasets.load_from_disk(out)`` when it has the arrow copy,
+    else ``datasets.load_dataset(out, split="train")`` (the parquet shards, as a ``--no-arrow`` build leaves)."""
+    import datasets
+
+    out = Path(out)
+    if (out / "state.json").is_file():
+        return datasets.load_from_disk(str(out))
+    if not (out / BUILD_FILE).is_file() and not (out / DATA_DIR).is_dir():
+        raise FileNotFoundError(f"{out} holds no segvlm dataset; build one with `segvlm build-dataset ... --out {out}`")
+    return datasets.load_dataset(str(out), split="train")
 
 
 # -- one unit ---------------------------------------------------------------------------------------------
@@ -344,13 +387,14 @@ def build_dataset(
     resumed = len(units) - len(pending)
 
     start = time.perf_counter()
-    new_rows = 0
+    new_rows = new_regions = 0
     done_count = resumed
 
     def commit(record: UnitRecord) -> None:
-        nonlocal new_rows, done_count
+        nonlocal new_rows, new_regions, done_count
         ledger.append(record)
         new_rows += record.rows
+        new_regions += record.regions
         done_count += 1
         if progress is not None:
             progress(record, done_count, len(units))
@@ -381,4 +425,6 @@ def build_dataset(
         seconds=seconds,
         rows_per_second=new_rows / seconds if seconds > 0 else 0.0,
         label_counts=totals.label_counts,
+        rows_written=new_rows,
+        regions_written=new_regions,
     )

@@ -30,6 +30,7 @@ class CardInfo:
         label_counts: regions per label.
         models: provenance from the labeler's results (models, thresholds), one entry per distinct value.
         settings: the build settings (query, stride, templates...).
+        arrow_copy: the folder also holds the ``load_from_disk`` copy (which ``load_dataset`` refuses to read).
     """
 
     title: str
@@ -41,6 +42,24 @@ class CardInfo:
     label_counts: dict[str, int] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    arrow_copy: bool = True
+
+
+def _loading(arrow_copy: bool) -> str:
+    """The card's loading snippet: the call that works on this folder, and the one for its hub copy."""
+    local = (
+        'ds = datasets.load_from_disk("path/to/this/folder")    # this folder (it holds the arrow copy)'
+        if arrow_copy
+        else 'ds = datasets.load_dataset("path/to/this/folder", split="train")    # this folder'
+    )
+    return f"""```python
+import datasets
+from segvlm.data import with_decoded_masks
+
+{local}
+ds = datasets.load_dataset("user/name", split="train")  # a copy pushed with segvlm.data.push_to_hub
+ds = with_decoded_masks(ds)                            # adds "masks": (N, H, W) bool per row, lazily
+```"""
 
 
 def render_card(info: CardInfo, max_labels: int = 50) -> str:
@@ -99,11 +118,5 @@ Labeler: `{info.labeler}`.
 
 ## Loading
 
-```python
-import datasets
-from segvlm.data import with_decoded_masks
-
-ds = datasets.load_from_disk("path/to/this/folder")    # or datasets.load_dataset("path/to/this/folder")
-ds = with_decoded_masks(ds)                            # adds "masks": (N, H, W) bool per row, lazily
-```
+{_loading(info.arrow_copy)}
 """

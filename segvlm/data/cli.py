@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from segvlm.quiet import command as quiet_command
+
 _VOCABULARY_HELP = "class names to label everything with: comma-separated, or a file with one name per line"
 
 
@@ -26,6 +28,7 @@ def parse_vocabulary(value: str) -> list[str]:
     return names
 
 
+@quiet_command
 def build_dataset_command(
     inputs: list[str] = typer.Argument(..., help="videos, images, or folders of them (searched recursively)"),
     out: str = typer.Option(..., "--out", "-o", help="output folder; an unfinished build there is resumed"),
@@ -58,6 +61,7 @@ def build_dataset_command(
     from segvlm.data.builder import BuildConfig, BuildMismatchError, build_dataset
     from segvlm.data.labelers import load_labeler
     from segvlm.data.ray_job import RayOptions
+    from segvlm.quiet import warn_once
 
     console = Console(stderr=True)
     try:
@@ -70,6 +74,12 @@ def build_dataset_command(
             image_format=image_format,
         )
         chosen = load_labeler(labeler) if labeler else None
+        if chosen is None:
+            from segvlm.config import load_config
+
+            warning = load_config(preset, device=device).warning  # also checks the preset before any work
+            if warning:
+                warn_once(warning)  # said here too because Ray workers' own warnings never reach this terminal
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(code=2) from None
@@ -100,9 +110,6 @@ def build_dataset_command(
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(code=2) from None
         bar.update(task, completed=summary.units, total=summary.units, description="done")
-    console.print(
-        f"wrote {summary.rows} rows with {summary.regions} regions to {summary.out} "
-        f"({summary.resumed_units}/{summary.units} units already done; {summary.rows_per_second:.2f} rows/s)"
-    )
+    console.print(summary.describe())
     if summary.errors:
         console.print(f"[yellow]{summary.errors} inputs could not be read; see {summary.out / 'errors.jsonl'}[/]")

@@ -54,6 +54,14 @@ def totals_of(units: Sequence[WorkUnit], ledger: Ledger) -> Totals:
     return totals
 
 
+def remove_arrow_copy(out: Path) -> None:
+    """Delete the ``load_from_disk`` files of ``out`` (an earlier run's), so that ``load_dataset(out)`` works."""
+    (out / "state.json").unlink(missing_ok=True)
+    (out / "dataset_info.json").unlink(missing_ok=True)
+    for old in out.glob("data-*.arrow"):
+        old.unlink()
+
+
 def write_arrow_copy(out: Path, shards: Sequence[Path]) -> None:
     """Write the ``load_from_disk`` files of ``out`` from the parquet shards, in shard order."""
     import datasets
@@ -104,11 +112,14 @@ def finalize(
         label_counts=totals.label_counts,
         models=totals.models,
         settings=settings_json,
+        arrow_copy=save_arrow,
     )
     atomic_write_text(out / "README.md", render_card(card))
     if save_arrow:
         shards = [shard_path(out / "data", unit.key, ledger.records[unit.key].rows) for unit in units]
         write_arrow_copy(out, [path for path in shards if path.suffix == ".parquet"])
+    else:
+        remove_arrow_copy(out)
     build_file = out / "build.json"
     if build_file.exists():
         header = json.loads(build_file.read_text())

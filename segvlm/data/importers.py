@@ -62,11 +62,96 @@ def _record(errors: list[ItemError] | None, source: str, path: str, error: Excep
     errors.append(ItemError(source=source, path=path, reason=f"{type(error).__name__}: {error}"))
 
 
-def _image_size(data: bytes) -> tuple[int, int]:
+# EXIF orientation -> the PIL transpose that ImageOps.exif_transpose applies for it.
+_EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270"}
+_EXIF_TRANSPOSE.update({7: "TRANSVERSE", 8: "ROTATE_90"})
+
+
+@dataclass(frozen=True)
+class _UprightImage:
+    """An imported image as every viewer shows it, and how its annotations must be turned to match.
+
+    Attributes:
+        data: the bytes to store: the file's own when its EXIF orientation is 1 (or absent), else the upright
+            pixels re-encoded (JPEG quality 95 for a JPEG, PNG otherwise) with no orientation tag, so decoders
+            that ignore EXIF and decoders that apply it (``datasets``, browsers) show the same image.
+        height, width: the displayed size.
+        stored_height, stored_width: the size of the pixels as stored in the file.
+        annotation_orientation: the EXIF orientation to apply to the annotations (1: they are upright already).
+    """
+
+    data: bytes
+    height: int
+    width: int
+    stored_height: int
+    stored_width: int
+    annotation_orientation: int = 1
+
+
+def _upright_image(data: bytes, declared: tuple[int, int] | None = None) -> _UprightImage:
+    """The image upright (see :class:`_UprightImage`).
+
+    Annotations of a rotated photo were drawn either on the stored pixels or on the upright image; the size
+    the annotation file declares tells which: when it is the stored size (and differs from the displayed
+    one), the annotations are turned with the image. Without a declared size, or for a square image, they
+    are taken to be upright, as viewers and annotation tools show the image. A declared size that is neither
+    raises ``ValueError``.
+    """
     from PIL import Image
 
+    from segvlm.data.rows import encode_image
+    from segvlm.video import exif_upright, to_rgb_uint8
+
     with Image.open(io.BytesIO(data)) as image:
-        return image.height, image.width
+        stored = (image.height, image.width)
+        try:
+            orientation = image.getexif().get(0x0112, 1)
+        except (SyntaxError, ValueError, TypeError, OSError):  # unreadable EXIF: the pixels as stored
+            orientation = 1
+        if orientation not in _EXIF_TRANSPOSE:
+            orientation, upright, pixels = 1, image, None
+        else:
+            image.load()
+            upright = exif_upright(image)
+            pixels = to_rgb_uint8(upright)
+            image_format = "jpeg" if image.format == "JPEG" else "png"
+        displayed = (upright.height, upright.width)
+    if declared is not None and declared not in (displayed, stored):
+        raise ValueError(
+            f"the image is {displayed[0]}x{displayed[1]} (HxW, as displayed) but the annotations say "
+            f"{declared[0]}x{declared[1]}; fix the height/width in the annotation file or use the matching image"
+        )
+    if pixels is None:
+        return _UprightImage(data, *displayed, *stored)
+    turned = orientation if declared == stored and stored != displayed else 1
+    return _UprightImage(encode_image(pixels, image_format), *displayed, *stored, annotation_orientation=turned)
+
+
+def _orient_rle(rle: RLE, orientation: int) -> RLE:
+    """A mask drawn on the stored pixels, turned as ``ImageOps.exif_transpose`` turns the image."""
+    from PIL import Image
+
+    if orientation == 1:
+        return rle
+    mask = Image.fromarray(rle.decode().astype(np.uint8) * 255)
+    return RLE.encode(np.asarray(mask.transpose(getattr(Image.Transpose, _EXIF_TRANSPOSE[orientation]))) > 0)
+
+
+def _orient_box(box: tuple[float, float, float, float], orientation: int, width: int, height: int):
+    """An xyxy box on the stored pixels (``width`` x ``height``), turned as the image is for ``orientation``."""
+    x0, y0, x1, y1 = box
+    turn = {
+        1: lambda x, y: (x, y),
+        2: lambda x, y: (width - x, y),
+        3: lambda x, y: (width - x, height - y),
+        4: lambda x, y: (x, height - y),
+        5: lambda x, y: (y, x),
+        6: lambda x, y: (height - y, x),
+        7: lambda x, y: (height - y, width - x),
+        8: lambda x, y: (y, width - x),
+    }[orientation]
+    (ax, ay), (bx, by) = turn(x0, y0), turn(x1, y1)
+    return (float(min(ax, bx)), float(min(ay, by)), float(max(ax, bx)), float(max(ay, by)))
 
 
 # -- COCO -------------------------------------------------------------------------------------------------
@@ -85,6 +170,9 @@ def rows_from_coco(
     ``score``, ``phrase``, ``caption`` and the image's ``frame_index``/``source`` are taken from the file when
     present (segvlm's own COCO export writes them), else default to the annotation id, 1.0, the label, a
     template caption, and 0 / ``file_name``.
+
+    A photo with an EXIF orientation tag is stored upright and its regions turned to match when the file's
+    declared size is the stored one (see :func:`_upright_image`), so every decoder shows image and masks aligned.
     """
     data = json.loads(Path(annotations).read_text()) if isinstance(annotations, (str, Path)) else annotations
     names = {category["id"]: category["name"] for category in data.get("categories", [])}
@@ -95,28 +183,26 @@ def rows_from_coco(
     for image in data.get("images", []):
         path = root / image["file_name"]
         source = str(image.get("source") or image["file_name"])
+        declared = (image["height"], image["width"]) if "height" in image and "width" in image else None
         try:
-            payload = path.read_bytes()
-            height, width = _image_size(payload)
-        except (OSError, ValueError) as error:
+            picture = _upright_image(path.read_bytes(), declared)
+        except OSError as error:
             _record(errors, source, str(path), error)
             continue
-        if (height, width) != (image.get("height", height), image.get("width", width)):
-            _record(
-                errors,
-                source,
-                str(path),
-                ValueError(f"{path} is {height}x{width} but the annotations say {image['height']}x{image['width']}"),
-            )
+        except ValueError as error:  # the declared size is neither the stored nor the displayed one
+            _record(errors, source, str(path), ValueError(f"{path}: {error}"))
             continue
+        height, width, turn = picture.height, picture.width, picture.annotation_orientation
+        drawn_height, drawn_width = (picture.stored_height, picture.stored_width) if turn != 1 else (height, width)
         frame_index = int(image.get("frame_index") or 0)
         regions = []
         for ann in sorted(by_image.get(image["id"], []), key=lambda a: a["id"]):
             label = names.get(ann["category_id"], str(ann["category_id"]))
             phrase = ann.get("phrase") or label
             track_id = int(ann.get("track_id", ann["id"]))
-            rle = segmentation_to_rle(ann.get("segmentation"), height, width, ann.get("bbox"))
+            rle = segmentation_to_rle(ann.get("segmentation"), drawn_height, drawn_width, ann.get("bbox"))
             bbox = _xywh_to_xyxy(ann["bbox"]) if ann.get("bbox") else rle.bbox_xyxy()
+            rle, bbox = _orient_rle(rle, turn), _orient_box(bbox, turn, drawn_width, drawn_height)
             caption = ann.get("caption") or caption_for(
                 caption_templates, label, phrase, f"{source}/{frame_index}/{track_id}"
             )
@@ -132,7 +218,7 @@ def rows_from_coco(
                 )
             )
         yield Row(
-            image=payload,
+            image=picture.data,
             source=source,
             frame_index=frame_index,
             width=width,
@@ -192,9 +278,11 @@ def _image_bytes(value: Any, image_root: Path | None) -> tuple[bytes, str]:
     if isinstance(value, (str, Path)):
         path = Path(value) if image_root is None else image_root / value
         return path.read_bytes(), str(value)
-    if hasattr(value, "save"):  # PIL image
+    if hasattr(value, "save"):  # PIL image, stored upright (its EXIF orientation applied, as for files)
+        from segvlm.video import exif_upright
+
         buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
+        exif_upright(value).save(buffer, format="PNG")
         return buffer.getvalue(), str(getattr(value, "filename", "") or "")
     raise ValueError(f"cannot read an image from a {type(value).__name__}; give a path, bytes or a PIL image")
 
@@ -209,7 +297,8 @@ def rows_from_refcoco(
     """Rows from RefCOCO-style references (one per referred object): one row per image.
 
     Every (object, sentence) pair becomes a region whose ``phrase`` and ``caption`` are the sentence and
-    whose ``track_id`` is the reference id, so the several expressions of one object share an id.
+    whose ``track_id`` is the reference id, so the several expressions of one object share an id. A photo with
+    an EXIF orientation tag is stored upright, its references taken as drawn on the upright image.
     References are grouped by image in memory (only ids and the first image value per image are kept).
     """
     root = Path(image_root) if image_root is not None else None
@@ -229,7 +318,8 @@ def rows_from_refcoco(
     for key in order:
         try:
             payload, name = _image_bytes(images[key], root)
-            height, width = _image_size(payload)
+            picture = _upright_image(payload)
+            height, width = picture.height, picture.width
         except (OSError, ValueError) as error:
             _record(errors, str(key), str(images[key]) if isinstance(images[key], (str, Path)) else "", error)
             continue
@@ -253,7 +343,7 @@ def rows_from_refcoco(
                         caption=sentence,
                     )
                 )
-        yield Row(image=payload, source=source, frame_index=0, width=width, height=height, regions=regions)
+        yield Row(image=picture.data, source=source, frame_index=0, width=width, height=height, regions=regions)
 
 
 # -- segvlm results ---------------------------------------------------------------------------------------

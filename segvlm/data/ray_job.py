@@ -5,11 +5,16 @@ Each actor builds its labeler once (``labeler.load()``), labels whole units and 
 the ledger, so there is a single writer however many workers run. The same code runs on a laptop
 (``ray.init()`` starts a local instance) and on a cluster (``address="ray://head:10001"`` or ``"auto"``); on a
 cluster the output folder must be on storage that every node mounts.
+
+Inside a quiet command (:mod:`segvlm.quiet`) Ray's and Ray Data's console logs are kept to errors. A local
+instance runs its actors without restarts: Ray logs an error-level line on every start of an actor pool
+whose actors may restart, and a unit whose actor died is redone by running the build again anyway.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -80,11 +85,14 @@ def connect(options: RayOptions) -> bool:
 
     if ray.is_initialized():
         return False
+    from segvlm.quiet import is_quiet
+
+    level = logging.ERROR if is_quiet() else logging.INFO
     if options.address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=options.local_num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=options.local_num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
     else:
-        ray.init(address=options.address, log_to_driver=False)
+        ray.init(address=options.address, log_to_driver=False, logging_level=level)
     return True
 
 
@@ -114,11 +122,18 @@ def run_units_on_ray(
     import ray
     import ray.data
 
+    from segvlm.quiet import is_quiet
+
     started = connect(options)
+    data_logger = logging.getLogger("ray.data")
+    data_level = data_logger.level
+    if is_quiet():
+        data_logger.setLevel(logging.ERROR)  # "Starting execution of Dataset...", "Progress bars disabled"
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         cpus, gpus = worker_resources(options)
+        restarts = {"max_restarts": 0} if options.address is None else {}
         ds = ray.data.from_items([{"unit": unit_to_json(unit)} for unit in units], override_num_blocks=len(units))
         ds = ds.map_batches(
             UnitWorker,
@@ -127,9 +142,11 @@ def run_units_on_ray(
             compute=ray.data.ActorPoolStrategy(size=min(options.num_workers, len(units))),
             num_cpus=cpus,
             num_gpus=gpus,
+            **restarts,
         )
         for row in ds.iter_rows():
             commit(UnitRecord.from_json(row["record"]))
     finally:
+        data_logger.setLevel(data_level)
         if started:
             ray.shutdown()

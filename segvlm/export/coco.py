@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from segvlm.types import FramePrompt, FrameResult, ObjectMask, VideoInfo, VideoS
 
 FORMAT_VERSION = 1
 _REQUIRED = object()  # marks a field without a default in the loader's checks
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", dict: "an object", list: "a list"}
 
 
 def _categories(result: VideoSegmentation) -> dict[str, int]:
@@ -136,15 +138,17 @@ def _fail(path: str, what: str, problem: str) -> FormatError:
 
 def _field(entry: dict, key: str, kinds: tuple[type, ...], path: str, what: str, default: Any = _REQUIRED) -> Any:
     """``entry[key]`` checked against ``kinds`` (bool is never a number); ``default`` when missing, if given."""
-    if key not in entry or (entry[key] is None and default is not _REQUIRED and default is None):
+    if key not in entry or (entry[key] is None and default is not _REQUIRED):
         if default is _REQUIRED:
             raise _fail(path, what, f"has no {key!r}")
         return default
     value = entry[key]
     numeric = any(kind in (int, float) for kind in kinds)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        names = " or ".join("number" if kind is float else kind.__name__ for kind in kinds)
-        raise _fail(path, what, f"has {key} = {_short(value)}, which is not a {names}")
+        names = " or ".join(
+            _KIND_NAMES.get(kind, kind.__name__) for kind in kinds if kind is not int or float not in kinds
+        )
+        raise _fail(path, what, f"has {key} = {_short(value)}, which is not {names}")
     if numeric and isinstance(value, float) and not math.isfinite(value):
         raise _fail(path, what, f"has {key} = {value}, which is not a finite number")
     return value
@@ -191,7 +195,9 @@ def _segmentation(segmentation: Any, height: int, width: int, where: str) -> RLE
 def _from_coco(data: Any, path: str) -> VideoSegmentation:
     """A result from a parsed COCO / segvlm ``masks.json`` (see :func:`load`)."""
     if not isinstance(data, dict):
-        raise FormatError(f"{path} holds a JSON {type(data).__name__}, not a COCO object with 'images'; pass masks.json")
+        raise FormatError(
+            f"{path} holds a JSON {type(data).__name__}, not a COCO object with 'images'; pass masks.json"
+        )
     extra = data.get("segvlm", {})
     if not isinstance(extra, dict):
         raise _fail(path, "the 'segvlm' entry", f"is {_short(extra)}, not an object")
@@ -221,7 +227,7 @@ def _from_coco(data: Any, path: str) -> VideoSegmentation:
             width=_count(image, "width", path, what),
             timestamp=_field(image, "timestamp", (int, float), path, what, default=None),
         )
-        order.append((image_id if isinstance(image_id, int) else position, image_id))
+        order.append(image_id)
     for position, ann in enumerate(_entries(data, "annotations", path, required=False)):
         what = f"annotation {position}"
         image_id = _field(ann, "image_id", (int, str), path, what)
@@ -235,7 +241,8 @@ def _from_coco(data: Any, path: str) -> VideoSegmentation:
         if bbox is None:
             box = rle.bbox_xyxy()
         else:
-            if len(bbox) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in bbox):
+            numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+            if len(bbox) != 4 or not numbers:
                 raise _fail(path, what, f"has bbox = {_short(bbox)}; a COCO bbox is [x, y, width, height] numbers")
             x, y, w, h = bbox
             box = (x, y, x + w, y + h)
@@ -256,12 +263,14 @@ def _from_coco(data: Any, path: str) -> VideoSegmentation:
         )
     for frame in frames.values():
         frame.objects.sort(key=lambda obj: obj.track_id)
-    ordered = [frames[image_id] for _, image_id in sorted(order, key=lambda item: item[0])]
+    if all(isinstance(image_id, int) for image_id in order):  # segvlm numbers images in frame order
+        order.sort()
+    ordered = [frames[image_id] for image_id in order]
     first = ordered[0] if ordered else FrameResult(0, 0, 0)
     info_entry = data.get("info", {}) if isinstance(data.get("info"), dict) else {}
     what = "the 'segvlm' video entry"
     info = VideoInfo(
-        source=_field(video, "source", (str,), path, what, default=info_entry.get("source") or path),
+        source=_field(video, "source", (str,), path, what, default=str(info_entry.get("source") or path)),
         height=_count(video, "height", path, what, default=first.height),
         width=_count(video, "width", path, what, default=first.width),
         fps=_field(video, "fps", (int, float), path, what, default=None),
@@ -276,18 +285,22 @@ def _from_coco(data: Any, path: str) -> VideoSegmentation:
         frame_index = _field(entry, "frame_index", (int,), path, what)
         try:
             prompt = FramePrompt.from_json(entry)
-        except FormatError:
-            raise
-        except (KeyError, TypeError, ValueError) as error:
-            raise _fail(path, what, f"is malformed ({type(error).__name__}: {error})") from error
+        except (KeyError, TypeError, ValueError) as error:  # FormatError (a bad mask) is a ValueError
+            detail = str(error) if isinstance(error, FormatError) else f"{type(error).__name__}: {error}"
+            raise _fail(path, what, f"is malformed ({detail})") from error
         prompts.setdefault(track_id, {})[frame_index] = prompt
     locks: dict[int, set[int]] = {}
     for key, indices in _field(extra, "locks", (dict,), path, "the 'segvlm' entry", default={}).items():
-        if not str(key).lstrip("-").isdigit() or not isinstance(indices, list):
+        if not re.fullmatch(r"-?[0-9]+", key) or not isinstance(indices, list):
             raise _fail(path, f"locks entry {key!r}", "is not a track id with a list of frame indices")
         if any(isinstance(v, bool) or not isinstance(v, int) for v in indices):
             raise _fail(path, f"locks entry {key!r}", f"holds {_short(indices)}; frame indices are integers")
         locks[int(key)] = set(indices)
+    labels: dict[int, str] = {}
+    for key, label in _field(extra, "labels", (dict,), path, "the 'segvlm' entry", default={}).items():
+        if not re.fullmatch(r"-?[0-9]+", key) or not isinstance(label, str):
+            raise _fail(path, f"labels entry {key!r}", f"is {_short(label)}; labels map a track id to a string")
+        labels[int(key)] = label
     phrases = _field(extra, "phrases", (list,), path, "the 'segvlm' entry", default=list(names.values()))
     if not all(isinstance(phrase, str) for phrase in phrases):
         raise _fail(path, "the 'segvlm' entry", f"has phrases = {_short(phrases)}; phrases are strings")
@@ -299,4 +312,5 @@ def _from_coco(data: Any, path: str) -> VideoSegmentation:
         meta=_field(extra, "meta", (dict,), path, "the 'segvlm' entry", default={}),
         prompts=prompts,
         locks=locks,
+        labels=labels,
     )

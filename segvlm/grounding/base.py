@@ -20,7 +20,12 @@ class Grounder(ABC):
 
     @abstractmethod
     def detect(self, image: np.ndarray, phrases: Sequence[str], query: str = "") -> list[Detection]:
-        """Boxes for ``phrases`` in an (H, W, 3) uint8 RGB ``image``, in original pixels, best first."""
+        """Boxes for ``phrases`` in an (H, W, 3) uint8 RGB ``image``, in original pixels, best first.
+
+        Each detection's ``label`` is one of ``phrases`` and its ``phrase`` the words ``query`` used for it
+        (:func:`segvlm.query.source_phrases`). A phrase longer than the model's text limit is cut to fit with a
+        warning (:class:`segvlm.query.TextLimit`), never passed on to fail inside the model.
+        """
 
 
 def postprocess_detections(

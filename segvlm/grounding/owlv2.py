@@ -9,7 +9,13 @@ import numpy as np
 from segvlm.config import GrounderConfig
 from segvlm.grounding.base import Grounder, postprocess_detections
 from segvlm.loading import load_pretrained
+from segvlm.query import TextLimit, source_phrases
 from segvlm.types import Detection
+
+
+def _prompt(phrase: str) -> str:
+    """The text query OWLv2 reads for a phrase (the prompt its ensemble checkpoints were evaluated with)."""
+    return f"a photo of a {phrase}"
 
 
 class Owlv2Grounder(Grounder):
@@ -17,13 +23,30 @@ class Owlv2Grounder(Grounder):
 
     OWLv2 pads every image to a square before resizing, so its normalised boxes are relative to the padded
     square; post-processing therefore rescales to ``max(H, W)`` on both sides, then clips to the frame.
+
+    A frame much larger than the model's input is first shrunk (antialiased, aspect ratio kept) to
+    ``resize_margin`` times the input side: the processor blurs the padded image at full resolution before
+    resizing it, which takes seconds on a 2250x1500 photo. The boxes are still relative to the padded square,
+    so they come out in the original frame's pixels as before.
+
+    Each phrase is its own text query, ``"a photo of a <phrase>"``, read with at most
+    ``text_config.max_position_embeddings`` tokens (16 for the released checkpoints): a longer phrase is cut
+    to fit, with a warning (:class:`segvlm.query.TextLimit`). Any number of phrases is accepted.
     """
+
+    resize_margin: float | None = 1.25  # longer side given to the processor / model input side; None: no shrink
 
     def __init__(self, model, processor, config: GrounderConfig, device: str = "cpu"):
         self.model = model
         self.processor = processor
         self.config = config
         self.device = device
+        tokenizer = processor.tokenizer
+        self.text_limit = TextLimit(
+            "OWLv2",
+            model.config.text_config.max_position_embeddings,
+            lambda phrase: len(tokenizer(_prompt(phrase))["input_ids"]),
+        )
 
     @classmethod
     def from_config(cls, config: GrounderConfig, device: str = "cpu") -> Owlv2Grounder:
@@ -33,12 +56,29 @@ class Owlv2Grounder(Grounder):
         processor = load_pretrained(Owlv2Processor, config.model)
         return cls(model, processor, config, device)
 
+    def shrink(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (H, W, 3) uint8 with its longer side cut to ``resize_margin`` x the model's input side, or
+        unchanged when it is not larger than that (or ``resize_margin`` is None)."""
+        if self.resize_margin is None:
+            return image
+        size = self.processor.image_processor.size
+        target = round(self.resize_margin * max(size["height"], size["width"]))
+        height, width = image.shape[:2]
+        if max(height, width) <= target:
+            return image
+        from PIL import Image
+
+        scale = target / max(height, width)
+        shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return np.asarray(Image.fromarray(image).resize(shape, Image.Resampling.BILINEAR))
+
     def detect(self, image: np.ndarray, phrases: Sequence[str], query: str = "") -> list[Detection]:
         import torch
 
         height, width = image.shape[:2]
-        texts = [f"a photo of a {phrase}" for phrase in phrases]
-        inputs = self.processor(text=[texts], images=image, return_tensors="pt").to(self.device)
+        texts = [_prompt(fitted.text) for fitted in self.text_limit.fit(phrases)]
+        sources = source_phrases(query, phrases)
+        inputs = self.processor(text=[texts], images=self.shrink(image), return_tensors="pt").to(self.device)
         with torch.inference_mode():
             outputs = self.model(**inputs)
         side = max(height, width)
@@ -46,7 +86,9 @@ class Owlv2Grounder(Grounder):
             outputs, threshold=self.config.box_threshold, target_sizes=[(side, side)]
         )[0]
         detections = [
-            Detection(box_xyxy=tuple(box.tolist()), score=float(score), label=phrases[int(label)], phrase=query)
+            Detection(
+                box_xyxy=tuple(box.tolist()), score=float(score), label=phrases[int(label)], phrase=sources[int(label)]
+            )
             for box, score, label in zip(results["boxes"], results["scores"], results["labels"])
         ]
         return postprocess_detections(detections, self.config.nms_iou, self.config.top_k, height, width)

@@ -5,6 +5,10 @@ each candidate crop is scored against its own phrase and the scores are compared
 that phrase*: the softmax over candidates (``logit_scale * cosine``) divided by its maximum gives each
 candidate's CLIP preference in (0, 1], 1 for the best match. The final score mixes it with the detector's:
 ``(1 - weight) * detector + weight * preference``; candidates below ``min_score`` are dropped.
+
+Each candidate is scored against its label (the grounded phrase, ``"a photo of a <label>"``); its ``phrase``
+(the query's own words) is passed through unchanged. open_clip truncates text beyond the model's context
+length silently; here a label that does not fit is cut by :class:`segvlm.query.TextLimit`, which says so.
 """
 
 from __future__ import annotations
@@ -14,8 +18,28 @@ from pathlib import Path
 import numpy as np
 
 from segvlm.config import RerankerConfig
+from segvlm.query import TextLimit
 from segvlm.tiny import resolve_model
 from segvlm.types import Detection
+
+
+def _prompt(label: str) -> str:
+    return f"a photo of a {label}"
+
+
+def clip_text_limit(tokenizer, model) -> TextLimit | None:
+    """A :class:`TextLimit` for an open_clip tokenizer (its own count of the prompt's tokens), or None when the
+    tokenizer is of a kind whose length cannot be counted (it then truncates silently, as open_clip does)."""
+    limit = getattr(tokenizer, "context_length", None) or getattr(model, "context_length", None)
+    clean = getattr(tokenizer, "clean_fn", None) or (lambda text: text)
+    if not limit:
+        return None
+    if callable(getattr(tokenizer, "encode", None)) and hasattr(tokenizer, "sot_token_id"):  # SimpleTokenizer
+        return TextLimit("CLIP", limit, lambda label: len(tokenizer.encode(clean(_prompt(label)))) + 2)
+    inner = getattr(tokenizer, "tokenizer", None)  # HFTokenizer wraps a transformers tokenizer
+    if callable(inner):
+        return TextLimit("CLIP", limit, lambda label: len(inner(clean(_prompt(label)))["input_ids"]))
+    return None
 
 
 def crop(image: np.ndarray, box, context: float = 0.1) -> np.ndarray:
@@ -37,6 +61,7 @@ class ClipReranker:
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
+        self.text_limit = clip_text_limit(tokenizer, model)
 
     @classmethod
     def from_config(cls, config: RerankerConfig, device: str = "cpu") -> ClipReranker:
@@ -63,14 +88,15 @@ class ClipReranker:
         return features.float().cpu().numpy()
 
     def similarities(self, image: np.ndarray, detections: list[Detection]) -> np.ndarray:
-        """``logit_scale * cosine(crop_i, phrase_i)`` for every detection: an (N,) array."""
+        """``logit_scale * cosine(crop_i, label_i)`` for every detection: an (N,) array."""
         import torch
 
         image_features = self.image_embeddings([crop(image, d.box_xyxy) for d in detections])  # (N, D)
         labels = [d.label for d in detections]
         phrases = list(dict.fromkeys(labels))
         with torch.inference_mode():
-            tokens = self.tokenizer([f"a photo of a {phrase}" for phrase in phrases]).to(self.device)
+            texts = [fitted.text for fitted in self.text_limit.fit(phrases)] if self.text_limit else phrases
+            tokens = self.tokenizer([_prompt(text) for text in texts]).to(self.device)
             text_features = self.model.encode_text(tokens)  # (P, D)
             text_features = text_features / text_features.norm(dim=-1, keepdim=True)
             scale = float(self.model.logit_scale.exp())

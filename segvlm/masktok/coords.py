@@ -3,18 +3,49 @@
 Every format turns a box (and optionally a compact polygon) in original-image pixels into the text the
 family was trained to read and write, and parses that text back into pixels. Quantisation is the only loss:
 1/1000 of the side for Qwen2-VL, one resized pixel for Qwen2.5-VL, 1/1024 for PaliGemma, 1/32 for Kosmos-2.
+
+Parsing reads model answers, so it takes any text: a box or polygon whose coordinates lie outside the
+format's grid (or have more digits than any grid coordinate) is garbage and left out, never an exception.
+An image size that is not positive raises :class:`~segvlm.errors.SegvlmError`.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from segvlm.errors import SegvlmError
+
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
+
+# A coordinate in text: at most 6 digits (no grid is larger), ASCII digits only (``\d`` also matches other
+# scripts' digits, which no model writes).
+_NUMBER = r"(-?[0-9]{1,6})"
+_POLY_TAG = re.compile(r"</?poly>")
+
+
+def check_image_size(width: int, height: int) -> None:
+    """Refuse a non-positive image size with a message naming it (coordinates are relative to it)."""
+    if not (width > 0 and height > 0):
+        raise SegvlmError(f"the image size must be positive, got {width}x{height} (WxH); pass the image's real size")
+
+
+def poly_spans(text: str) -> list[tuple[int, str]]:
+    """(start, content) of every ``<poly>...</poly>`` in ``text``: an opening tag up to the first closing tag
+    after it, as a lazy regex reads them, in one pass (no quadratic rescans on unclosed tags)."""
+    spans, start = [], None
+    for tag in _POLY_TAG.finditer(text):
+        if tag.group() == "<poly>" and start is None:
+            start = tag.start()
+        elif tag.group() == "</poly>" and start is not None:
+            spans.append((start, text[start + len("<poly>") : tag.start()]))
+            start = None
+    return spans
 
 
 @dataclass(frozen=True)
@@ -41,6 +72,22 @@ class CoordinateFormat:
     def from_units(self, ux: int, uy: int, width: int, height: int) -> Point:
         raise NotImplementedError
 
+    def units_range(self, width: int, height: int) -> tuple[int, int]:
+        """The largest unit in x and in y (units start at 0): a parsed coordinate beyond it is garbage."""
+        raise NotImplementedError
+
+    def _valid(self, units: tuple[int, ...], width: int, height: int) -> bool:
+        """True when the (x, y, x, y, ...) units all lie on the grid."""
+        top_x, top_y = self.units_range(width, height)
+        return all(0 <= u <= (top_x if i % 2 == 0 else top_y) for i, u in enumerate(units))
+
+    def _points(self, pairs: list[tuple[str, str]], width: int, height: int) -> tuple[Point, ...] | None:
+        """Pixels of (x, y) unit pairs; None when any lies off the grid."""
+        units = tuple(int(v) for pair in pairs for v in pair)
+        if not self._valid(units, width, height):
+            return None
+        return tuple(self.from_units(units[i], units[i + 1], width, height) for i in range(0, len(units), 2))
+
     def format_box(self, box: Box, width: int, height: int) -> str:
         raise NotImplementedError
 
@@ -54,11 +101,24 @@ class CoordinateFormat:
 
     def _parse_polygons(self, text: str, width: int, height: int) -> list[tuple[int, tuple[Point, ...]]]:
         found = []
-        for match in re.finditer(r"<poly>(.*?)</poly>", text):
-            pairs = re.findall(r"\((-?\d+),(-?\d+)\)", match.group(1))
-            points = tuple(self.from_units(int(a), int(b), width, height) for a, b in pairs)
-            found.append((match.start(), points))
+        for start, content in poly_spans(text):
+            points = self._points(re.findall(rf"\({_NUMBER},{_NUMBER}\)", content), width, height)
+            if points is not None:
+                found.append((start, points))
         return found
+
+    def _parse_boxes(self, pattern: str, text: str, width: int, height: int) -> list[tuple[int, Box]]:
+        """(start, box) for every match of ``pattern`` (four x0, y0, x1, y1 unit groups) on the grid."""
+        check_image_size(width, height)
+        boxes = []
+        for m in re.finditer(pattern, text):
+            units = tuple(int(v) for v in m.groups())
+            if self._valid(units, width, height):
+                a, b, c, d = units
+                boxes.append(
+                    (m.start(), (*self.from_units(a, b, width, height), *self.from_units(c, d, width, height)))
+                )
+        return boxes
 
     def _attach(self, boxes: list[tuple[int, Box]], polys: list[tuple[int, tuple[Point, ...]]]) -> list[ParsedRegion]:
         """Pair each box with the first polygon that starts after it and before the next box."""
@@ -76,12 +136,16 @@ class _NormalisedFormat(CoordinateFormat):
     bins = 1000
 
     def to_units(self, x, y, width, height):
+        check_image_size(width, height)
         ux = min(max(round(x / width * self.bins), 0), self.bins)
         uy = min(max(round(y / height * self.bins), 0), self.bins)
         return ux, uy
 
     def from_units(self, ux, uy, width, height):
         return ux / self.bins * width, uy / self.bins * height
+
+    def units_range(self, width, height):
+        return self.bins, self.bins
 
 
 class GenericBoxFormat(_NormalisedFormat):
@@ -95,10 +159,8 @@ class GenericBoxFormat(_NormalisedFormat):
         return f"[{x0},{y0},{x1},{y1}]"
 
     def parse(self, text, width, height):
-        boxes = []
-        for m in re.finditer(r"\[\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*\]", text):
-            a, b, c, d = (int(v) for v in m.groups())
-            boxes.append((m.start(), (*self.from_units(a, b, width, height), *self.from_units(c, d, width, height))))
+        pattern = rf"\[\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\]"
+        boxes = self._parse_boxes(pattern, text, width, height)
         return self._attach(boxes, self._parse_polygons(text, width, height))
 
 
@@ -107,17 +169,14 @@ class Qwen2VLBoxFormat(_NormalisedFormat):
 
     name = "qwen2_vl"
     step = 0.5 / 1000
-    _box = re.compile(r"<\|box_start\|>\s*\((-?\d+),\s*(-?\d+)\)\s*,\s*\((-?\d+),\s*(-?\d+)\)\s*<\|box_end\|>")
+    _box = rf"<\|box_start\|>\s*\({_NUMBER},\s*{_NUMBER}\)\s*,\s*\({_NUMBER},\s*{_NUMBER}\)\s*<\|box_end\|>"
 
     def format_box(self, box, width, height):
         (x0, y0), (x1, y1) = self.to_units(box[0], box[1], width, height), self.to_units(box[2], box[3], width, height)
         return f"<|box_start|>({x0},{y0}),({x1},{y1})<|box_end|>"
 
     def parse(self, text, width, height):
-        boxes = []
-        for m in self._box.finditer(text):
-            a, b, c, d = (int(v) for v in m.groups())
-            boxes.append((m.start(), (*self.from_units(a, b, width, height), *self.from_units(c, d, width, height))))
+        boxes = self._parse_boxes(self._box, text, width, height)
         return self._attach(boxes, self._parse_polygons(text, width, height))
 
 
@@ -144,6 +203,7 @@ class Qwen25VLBoxFormat(CoordinateFormat):
         """(width, height) of the image the model sees."""
         from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+        check_image_size(width, height)
         h, w = smart_resize(height, width, factor=self.factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         return w, h
 
@@ -155,16 +215,16 @@ class Qwen25VLBoxFormat(CoordinateFormat):
         rw, rh = self.resized(width, height)
         return ux * width / rw, uy * height / rh
 
+    def units_range(self, width, height):
+        return self.resized(width, height)
+
     def format_box(self, box, width, height):
         (x0, y0), (x1, y1) = self.to_units(box[0], box[1], width, height), self.to_units(box[2], box[3], width, height)
         return f'{{"bbox_2d": [{x0}, {y0}, {x1}, {y1}]}}'
 
     def parse(self, text, width, height):
-        boxes = []
-        pattern = r'"bbox_2d"\s*:\s*\[\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*\]'
-        for m in re.finditer(pattern, text):
-            a, b, c, d = (int(v) for v in m.groups())
-            boxes.append((m.start(), (*self.from_units(a, b, width, height), *self.from_units(c, d, width, height))))
+        pattern = rf'"bbox_2d"\s*:\s*\[\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\]'
+        boxes = self._parse_boxes(pattern, text, width, height)
         return self._attach(boxes, self._parse_polygons(text, width, height))
 
 
@@ -176,6 +236,7 @@ class PaliGemmaLocFormat(CoordinateFormat):
     step = 1 / 1024
 
     def to_units(self, x, y, width, height):
+        check_image_size(width, height)
         return (
             min(max(int(x / width * self.bins), 0), self.bins - 1),
             min(max(int(y / height * self.bins), 0), self.bins - 1),
@@ -183,6 +244,9 @@ class PaliGemmaLocFormat(CoordinateFormat):
 
     def from_units(self, ux, uy, width, height):
         return ux / self.bins * width, uy / self.bins * height
+
+    def units_range(self, width, height):
+        return self.bins - 1, self.bins - 1
 
     def format_box(self, box, width, height):
         x0, y0 = self.to_units(box[0], box[1], width, height)
@@ -195,17 +259,24 @@ class PaliGemmaLocFormat(CoordinateFormat):
         return "<poly>" + "".join(f"<loc{uy:04d}><loc{ux:04d}>" for ux, uy in units) + "</poly>"
 
     def parse(self, text, width, height):
+        check_image_size(width, height)
+        opens = [m.start() for m in re.finditer("<poly>", text)]
+        closes = [m.start() for m in re.finditer("</poly>", text)]
         boxes = []
-        for m in re.finditer(r"<loc(\d{4})><loc(\d{4})><loc(\d{4})><loc(\d{4})>", text):
-            if text[: m.start()].count("<poly>") > text[: m.start()].count("</poly>"):
+        for m in re.finditer(r"<loc([0-9]{4})><loc([0-9]{4})><loc([0-9]{4})><loc([0-9]{4})>", text):
+            if bisect.bisect_left(opens, m.start()) > bisect.bisect_left(closes, m.start()):
                 continue  # inside a polygon
             y0, x0, y1, x1 = (int(v) for v in m.groups())
+            if not self._valid((x0, y0, x1, y1), width, height):
+                continue
             p0, p1 = self.from_units(x0, y0, width, height), self.from_units(x1 + 1, y1 + 1, width, height)
             boxes.append((m.start(), (*p0, *p1)))
         polys = []
-        for m in re.finditer(r"<poly>(.*?)</poly>", text):
-            pairs = re.findall(r"<loc(\d{4})><loc(\d{4})>", m.group(1))
-            polys.append((m.start(), tuple(self.from_units(int(b), int(a), width, height) for a, b in pairs)))
+        for start, content in poly_spans(text):
+            pairs = [(x, y) for y, x in re.findall(r"<loc([0-9]{4})><loc([0-9]{4})>", content)]
+            points = self._points(pairs, width, height)
+            if points is not None:
+                polys.append((start, points))
         return self._attach(boxes, polys)
 
 
@@ -217,6 +288,7 @@ class Kosmos2PatchFormat(CoordinateFormat):
     step = 1 / 32
 
     def to_units(self, x, y, width, height):
+        check_image_size(width, height)
         return (
             min(max(int(x / width * self.grid), 0), self.grid - 1),
             min(max(int(y / height * self.grid), 0), self.grid - 1),
@@ -224,6 +296,9 @@ class Kosmos2PatchFormat(CoordinateFormat):
 
     def from_units(self, ux, uy, width, height):
         return ux / self.grid * width, uy / self.grid * height
+
+    def units_range(self, width, height):
+        return self.grid - 1, self.grid - 1
 
     def _index(self, ux: int, uy: int) -> str:
         return f"<patch_index_{uy * self.grid + ux:04d}>"
@@ -237,18 +312,24 @@ class Kosmos2PatchFormat(CoordinateFormat):
         return "<poly>" + "".join(self._index(*self.to_units(x, y, width, height)) for x, y in points) + "</poly>"
 
     def parse(self, text, width, height):
+        check_image_size(width, height)
+        cells = self.grid * self.grid
         boxes = []
-        for m in re.finditer(r"<object><patch_index_(\d{4})><patch_index_(\d{4})></object>", text):
+        for m in re.finditer(r"<object><patch_index_([0-9]{4})><patch_index_([0-9]{4})></object>", text):
             ul, lr = int(m.group(1)), int(m.group(2))
+            if ul >= cells or lr >= cells:
+                continue  # off the grid
             p0 = self.from_units(ul % self.grid, ul // self.grid, width, height)
             p1 = self.from_units(lr % self.grid + 1, lr // self.grid + 1, width, height)
             boxes.append((m.start(), (*p0, *p1)))
         polys = []
-        for m in re.finditer(r"<poly>(.*?)</poly>", text):
-            idx = [int(v) for v in re.findall(r"<patch_index_(\d{4})>", m.group(1))]
+        for start, content in poly_spans(text):
+            idx = [int(v) for v in re.findall(r"<patch_index_([0-9]{4})>", content)]
+            if any(i >= cells for i in idx):
+                continue
             # a vertex decodes to its cell centre
             points = tuple(self.from_units(i % self.grid + 0.5, i // self.grid + 0.5, width, height) for i in idx)
-            polys.append((m.start(), points))
+            polys.append((start, points))
         return self._attach(boxes, polys)
 
 

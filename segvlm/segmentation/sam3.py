@@ -25,6 +25,10 @@ Objects that leave the scene stay in SAM 3's session (transformers' streaming mo
 compute grows with the number of distinct objects seen, not with video length.
 
 Masks are binarised by the processor (logit > 0); ``SegmenterConfig.mask_threshold`` does not apply.
+
+SAM 3 reads at most 32 text tokens per phrase (its text encoder's positions; transformers pads every prompt
+to 32). A longer phrase is cut to its longest prefix that fits, with a warning
+(:class:`segvlm.query.TextLimit`); objects it finds are still labelled with the phrase as given.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ import numpy as np
 from segvlm.config import SegmenterConfig
 from segvlm.devices import resolve_dtype
 from segvlm.loading import load_pretrained
+from segvlm.query import TextLimit
+
+# transformers' Sam3VideoProcessor.add_text_prompt pads (and never truncates) every prompt to this many tokens.
+SAM3_TEXT_TOKENS = 32
 
 
 @dataclass
@@ -92,11 +100,16 @@ class Sam3TextSession:
         self.segmenter = segmenter
         self.height, self.width = height, width
         self.phrases = list(dict.fromkeys(phrases))
+        fitted = segmenter.text_limit.fit(self.phrases)
+        # The text SAM 3 reads -> the phrase it stands for (two long phrases may share a truncated prefix).
+        self._phrase_of: dict[str, str] = {}
+        for item in fitted:
+            self._phrase_of.setdefault(item.text, item.phrase)
         self.position = -1  # index of the last processed frame in the session
         processor = segmenter.processor
         self.session = processor.init_video_session(inference_device=segmenter.device, dtype=segmenter.dtype)
         self.session.processed_frames = _FrameTable()
-        processor.add_text_prompt(inference_session=self.session, text=self.phrases)
+        processor.add_text_prompt(inference_session=self.session, text=list(self._phrase_of))
         tracker = segmenter.model.config.tracker_config
         self.window = max(tracker.num_maskmem, tracker.max_object_pointers_in_encoder) + 1
         self.max_cond_frames = tracker.max_cond_frame_num
@@ -128,7 +141,8 @@ class Sam3TextSession:
                 session, output, original_sizes=[[self.height, self.width]]
             )
         obj_ids = [int(obj_id) for obj_id in post["object_ids"].tolist()]
-        labels = [session.prompts[session.obj_id_to_prompt_id[obj_id]] for obj_id in obj_ids]
+        texts = [session.prompts[session.obj_id_to_prompt_id[obj_id]] for obj_id in obj_ids]
+        labels = [self._phrase_of.get(text, text) for text in texts]
         masks = post["masks"].cpu().numpy().astype(bool)  # (N, H, W)
         scores = post["scores"].float().cpu().numpy().reshape(-1)  # (N,)
         self._prune()
@@ -191,6 +205,10 @@ class Sam3VideoSegmenter:
         self.config = config
         self.device = device
         self.dtype = dtype or torch.float32
+        text_config = getattr(getattr(model.config, "detector_config", None), "text_config", None)
+        limit = min(SAM3_TEXT_TOKENS, getattr(text_config, "max_position_embeddings", SAM3_TEXT_TOKENS))
+        tokenizer = processor.tokenizer
+        self.text_limit = TextLimit("SAM 3", limit, lambda phrase: len(tokenizer(phrase)["input_ids"]))
 
     @classmethod
     def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> Sam3VideoSegmenter:

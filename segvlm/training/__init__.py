@@ -1,7 +1,7 @@
 """Training mask-aware VLMs on region captions (accelerate, optional LoRA via peft).
 
     from segvlm.training import load_train_config, train
-    result = train(load_train_config("configs/train/tiny-pooled.yaml"))
+    result = train(load_train_config("tiny-pooled"))  # a shipped config by name, or a YAML path
 
 Heavy libraries (torch, accelerate, transformers) load only when a name below is used.
 """
@@ -18,6 +18,7 @@ _EXPORTS = {
     "DataConfig": "segvlm.training.config",
     "OptimConfig": "segvlm.training.config",
     "load_train_config": "segvlm.training.config",
+    "list_train_configs": "segvlm.training.config",
     "train_config_from_dict": "segvlm.training.config",
     "RegionExample": "segvlm.training.data",
     "RegionBatch": "segvlm.training.data",

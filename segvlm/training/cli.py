@@ -7,13 +7,19 @@ Under ``accelerate launch`` every process runs the same command.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from segvlm.quiet import command as quiet_command
 
+_CONFIG_HELP = (
+    "a shipped config by name (tiny-pooled, tiny-encoder, smolvlm-lora-pooled; `segvlm presets` lists them) "
+    "or a YAML file mapped onto TrainConfig"
+)
+
+
+@quiet_command
 def train_command(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML mapped onto TrainConfig (see configs/train/)"),
+    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
     output_dir: str | None = typer.Option(None, "--output-dir", "-o", help="override output_dir"),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="override optim.max_steps"),
     seed: int | None = typer.Option(None, "--seed", help="override seed"),
@@ -44,7 +50,11 @@ def train_command(
     except (ConfigError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from None
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg, report=True)
+    except (ValueError, FileNotFoundError) as error:  # a dataset that is missing, a model that cannot load...
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
     result = trainer.train()
     if trainer.accelerator.is_main_process:
         final = asdict(result.final) if result.final else None
@@ -52,6 +62,7 @@ def train_command(
             json.dumps(
                 {
                     "steps": result.steps,
+                    "resumed_from": result.resumed_from,
                     "seconds": round(result.seconds, 1),
                     "final": final,
                     "output_dir": result.output_dir,

@@ -7,6 +7,11 @@ unknown keys are refused with the list of valid ones, so a typo fails before any
     trainable: {mask_tokenizer: true, lm: false, lora: {enabled: true, r: 8}}
     data: {train: "scenes:2000:0", eval: "scenes:200:1", answer_field: caption}
     optim: {lr: 1.0e-3, max_steps: 500, batch_size: 16, grad_accum: 2}
+
+Configs ship with segvlm (``segvlm/presets/train/``, linked as ``configs/train/`` in the repository) and are
+named without a path: ``load_train_config("tiny-pooled")``. Relative paths inside a config (``output_dir``,
+``data.train``, ``data.eval``) are relative to the folder the command runs in, like every path given on the
+command line; a dataset path that does not exist there but does next to the config file is taken from there.
 """
 
 from __future__ import annotations
@@ -177,19 +182,87 @@ def train_config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return from_dict(TrainConfig, values, "train config")
 
 
+def _shipped_dir() -> Path:
+    """The folder of the training configs that ship with segvlm (``segvlm/presets/train``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("segvlm.presets"))) / "train"
+
+
+def list_train_configs() -> list[str]:
+    """Names of the training configs that ship with segvlm (``segvlm train --config <name>``)."""
+    return sorted(path.stem for path in _shipped_dir().glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a training config was read from.
+
+    Attributes:
+        path: the YAML file.
+        shipped: True for a config that ships with segvlm (its relative paths never refer to its own folder).
+    """
+
+    path: Path
+    shipped: bool
+
+
+def find_train_config(name_or_path: str | Path) -> ConfigSource:
+    """The YAML file that ``name_or_path`` names: an existing file, or a shipped config by name
+    (``tiny-pooled``, ``tiny-pooled.yaml``, or the repository path ``configs/train/tiny-pooled.yaml`` from any
+    folder).
+
+    Raises:
+        segvlm.errors.ConfigError: neither a file nor a shipped config; the message lists the shipped ones.
+    """
+    from segvlm.errors import ConfigError
+
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        shipped = path.resolve().parent == _shipped_dir().resolve()
+        return ConfigSource(path, shipped)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; give a YAML file or a shipped config name")
+    stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+    if stem in list_train_configs() and (path.parent == Path(".") or path.parent.as_posix().endswith("configs/train")):
+        return ConfigSource(_shipped_dir() / f"{stem}.yaml", True)
+    raise ConfigError(
+        f"train config not found: {name_or_path}; give a YAML file, or the name of a config that ships with "
+        f"segvlm: {', '.join(list_train_configs())} (e.g. --config tiny-pooled)"
+    )
+
+
+def _resolve_paths(data: dict[str, Any], config_dir: Path | None) -> dict[str, Any]:
+    """``data`` with its relative dataset paths made absolute: against the current folder, or against
+    ``config_dir`` when they exist only there (a config kept next to its data, run from elsewhere)."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return data
+    section = dict(section)
+    for key in ("train", "eval"):
+        value = section.get(key)
+        if not isinstance(value, str) or value.startswith("scenes:") or Path(value).expanduser().is_absolute():
+            continue
+        here = Path(value).expanduser()
+        beside = config_dir / here if config_dir is not None else None
+        chosen = beside if not here.exists() and beside is not None and beside.exists() else here
+        section[key] = str(chosen.resolve())
+    return {**data, "data": section}
+
+
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML file onto :class:`TrainConfig`, then apply nested ``overrides``.
+    """Read a YAML file (or a shipped config by name, see :func:`find_train_config`) onto :class:`TrainConfig`,
+    then apply nested ``overrides``. Relative dataset paths come out absolute (see the module docstring).
 
     Raises:
         segvlm.errors.ConfigError: the file is missing, not YAML, not a mapping, or has unknown keys.
     """
     from segvlm.config import merge_nested, read_yaml_mapping
-    from segvlm.errors import ConfigError
 
     data: dict[str, Any] = {}
+    config_dir: Path | None = None
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"train config not found: {path}; see segvlm/presets/train/ for examples")
-        data = read_yaml_mapping(path)
-    return train_config_from_dict(merge_nested(data, overrides or {}))
+        source = find_train_config(path)
+        data = read_yaml_mapping(source.path)
+        config_dir = None if source.shipped else source.path.resolve().parent
+    return train_config_from_dict(_resolve_paths(merge_nested(data, overrides or {}), config_dir))

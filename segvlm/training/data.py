@@ -88,6 +88,11 @@ def load_region_dataset(spec: str, scene_config: dict[str, Any] | None = None) -
     import datasets as hf_datasets
 
     path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"dataset {spec} not found; build one with `segvlm build-dataset VIDEOS --query Q --out {spec}`, "
+            "or train on generated scenes (data.train: scenes:<n>)"
+        )
     if (path / "state.json").is_file() or (path / "dataset_info.json").is_file():
         return hf_datasets.load_from_disk(str(path))
     shards = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))

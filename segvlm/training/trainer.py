@@ -10,6 +10,9 @@ Checkpoints (``checkpoint-<step>/``) hold only the trainable tensors, the optimi
 the step, and every process's RNG states; the data order is a pure function of ``(seed, step)``
 (:func:`segvlm.training.data.example_order`), so a resumed run takes the same next batch and computes
 the same next loss as an uninterrupted one.
+
+With ``report=True`` (what ``segvlm train`` passes) the main process shows a progress bar with the loss on
+stderr and says when a run resumes, and from which step.
 """
 
 from __future__ import annotations
@@ -73,7 +76,10 @@ class EvalResult:
 
 @dataclass
 class TrainResult:
-    """What a run did: steps, time, the final evaluation and every evaluation on the way."""
+    """What a run did: steps, time, the final evaluation and every evaluation on the way.
+
+    ``resumed_from`` is the step of the checkpoint the run continued from (None for a fresh start).
+    """
 
     steps: int
     seconds: float
@@ -81,6 +87,7 @@ class TrainResult:
     history: list[EvalResult] = field(default_factory=list)
     train_losses: list[tuple[int, float]] = field(default_factory=list)
     output_dir: str = ""
+    resumed_from: int | None = None
 
 
 def param_group(name: str) -> str:
@@ -167,13 +174,15 @@ class Trainer:
     Args:
         config: the run's settings.
         on_eval: called with each :class:`EvalResult` on the main process (e.g. to record a curve).
+        report: show a progress bar with the loss, the evaluations and any resume on stderr (main process only).
     """
 
-    def __init__(self, config: TrainConfig, on_eval: Callable[[EvalResult], None] | None = None):
+    def __init__(self, config: TrainConfig, on_eval: Callable[[EvalResult], None] | None = None, report: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
-        self.config, self.on_eval = config, on_eval
+        self.config, self.on_eval, self.report = config, on_eval, report
+        self._progress: Any = None  # the rich progress bar while train() runs
         self.accelerator = Accelerator(
             mixed_precision=_mixed_precision(config.mixed_precision),
             gradient_accumulation_steps=config.optim.grad_accum,
@@ -290,32 +299,75 @@ class Trainer:
 
     def train(self) -> TrainResult:
         """Run to ``optim.max_steps``, resuming from the newest checkpoint when ``resume`` is set."""
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         cfg, acc = self.config, self.accelerator
+        result = TrainResult(steps=self.step, seconds=0.0, final=None, output_dir=str(self.output_dir.resolve()))
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not (self.report and acc.is_main_process),
+        )
+        self._progress = progress
+        self._say(
+            f"training {cfg.model.model} ({cfg.model.mask_tokenizer} regions) for {cfg.optim.max_steps} steps; "
+            f"checkpoints and metrics go to {result.output_dir}"
+        )
         if cfg.resume:
             latest = latest_checkpoint(self.output_dir)
             if latest is not None:
                 self.load_checkpoint(latest)
-        result = TrainResult(steps=self.step, seconds=0.0, final=None, output_dir=str(self.output_dir))
+                result.resumed_from = self.step
+                left = "nothing left to train" if self.step >= cfg.optim.max_steps else "continuing"
+                self._say(f"resumed from step {self.step} of {cfg.optim.max_steps} ({latest}); {left}")
         started = time.perf_counter()
-        while self.step < cfg.optim.max_steps:
-            loss = self.train_step()
-            if cfg.log_every and self.step % cfg.log_every == 0:
-                result.train_losses.append((self.step, loss))
-                self._log({"step": self.step, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0]})
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.optim.max_steps:
-                result.history.append(self._evaluate_and_report())
-            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.optim.max_steps:
-                self.save_checkpoint()
-        result.final = self._evaluate_and_report()
-        result.history.append(result.final)
-        self.save_checkpoint()
-        self.save_final()
+        with progress:
+            task = progress.add_task("training", total=cfg.optim.max_steps, completed=self.step, loss="-")
+            while self.step < cfg.optim.max_steps:
+                loss = self.train_step()
+                progress.update(task, completed=self.step, loss=f"{loss:.4f}")
+                if cfg.log_every and self.step % cfg.log_every == 0:
+                    result.train_losses.append((self.step, loss))
+                    self._log({"step": self.step, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.optim.max_steps:
+                    result.history.append(self._evaluate_and_report())
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.optim.max_steps:
+                    self.save_checkpoint()
+            progress.update(task, description="evaluating")
+            result.final = self._evaluate_and_report()
+            result.history.append(result.final)
+            progress.update(task, description="saving")
+            self.save_checkpoint()
+            self.save_final()
+            progress.update(task, description="done")
         acc.wait_for_everyone()
         result.steps, result.seconds = self.step, time.perf_counter() - started
         return result
 
+    def _say(self, message: str) -> None:
+        """Print a line above the progress bar (main process, with ``report`` only)."""
+        if self.report and self.accelerator.is_main_process and self._progress is not None:
+            self._progress.console.print(message)
+
     def _evaluate_and_report(self) -> EvalResult:
         evaluation = self.evaluate()
+        accuracy = "" if evaluation.choice_accuracy is None else f", choice accuracy {evaluation.choice_accuracy:.3f}"
+        self._say(
+            f"step {evaluation.step}: held-out loss {evaluation.loss:.4f} on {evaluation.examples} examples{accuracy}"
+        )
         self._log({"eval": asdict(evaluation)})
         if self.on_eval is not None and self.accelerator.is_main_process:
             self.on_eval(evaluation)
@@ -481,6 +533,8 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def train(config: TrainConfig, on_eval: Callable[[EvalResult], None] | None = None) -> TrainResult:
-    """Build a :class:`Trainer` for ``config`` and run it."""
-    return Trainer(config, on_eval=on_eval).train()
+def train(
+    config: TrainConfig, on_eval: Callable[[EvalResult], None] | None = None, report: bool = False
+) -> TrainResult:
+    """Build a :class:`Trainer` for ``config`` and run it (``report``: progress bar and messages on stderr)."""
+    return Trainer(config, on_eval=on_eval, report=report).train()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -16,18 +18,22 @@ if TYPE_CHECKING:
 
 
 def read_frame(video: str | Path, frame_index: int) -> Image.Image:
-    """Decode source frame ``frame_index`` (0-based, in decode order) of a video with PyAV."""
-    import av
+    """Source frame ``frame_index`` (0-based) of a video, an image, a folder of frames or a glob pattern.
 
-    with av.open(str(video)) as container:
-        count = 0
-        for count, frame in enumerate(container.decode(video=0)):
-            if count == frame_index:
-                return frame.to_image()
-    raise ValueError(
-        f"{video} has {count + 1} frames, so frame {frame_index} does not exist; "
-        "pass a frame_index of the result (result.frame(...)) that is inside the video"
-    )
+    Frames are read as the pipeline read them (:class:`segvlm.frames.FrameStore`): a photo is upright as its
+    EXIF orientation says, so it lines up with masks computed on it.
+    """
+    from PIL import Image
+
+    from segvlm.frames import FrameStore
+
+    with FrameStore.open(video, cache_frames=0) as frames:
+        if not 0 <= frame_index < len(frames):
+            raise ValueError(
+                f"{video} has {len(frames)} frames, so frame {frame_index} does not exist; "
+                "pass a frame_index of the result (result.frame(...)) that is inside the video"
+            )
+        return Image.fromarray(np.array(frames[frame_index]))
 
 
 def describe(
@@ -55,9 +61,9 @@ def describe(
     if obj is None:
         raise KeyError(f"object {track_id} is not in frame {frame_index}; objects there: {frame.track_ids}")
     if image is None:
-        source = Path(video) if video is not None else Path(result.info.source)
-        if not source.is_file():
-            raise ValueError(f"no image given and {str(source)!r} is not a video file; pass image= or video=")
+        source = str(video) if video is not None else result.info.source
+        if source.startswith("<"):
+            raise ValueError(f"no image given and the result's source is {source!r}, not a file; pass image= or video=")
         image = read_frame(source, frame_index)
     if image.size != (frame.width, frame.height):
         raise ValueError(
