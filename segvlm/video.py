@@ -126,6 +126,20 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     raise VideoReadError(f"unsupported image dtype {array.dtype}; pass uint8, uint16 or float arrays")
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The image files of a frame folder, in name order: hidden files and links that leave the folder are not
+    frames (a folder given to the annotation server must not expose what lies outside it)."""
+    root = folder.resolve()
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and not path.name.startswith(".")
+        and path.resolve().is_relative_to(root)
+        and path.is_file()
+    )
+
+
 def _open_image(path: Path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB, upright as its EXIF orientation says."""
     from PIL import Image, UnidentifiedImageError
@@ -265,7 +279,7 @@ class FrameSource:
         if not path.exists():
             raise VideoReadError(f"no such file or folder: {path}; check the path (it is relative to {Path.cwd()})")
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = frame_files(path)
             if not files:
                 raise VideoReadError(f"the folder {path} holds no JPEG/PNG frames; put frames named in order there")
             first = _open_image(files[0])

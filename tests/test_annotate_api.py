@@ -404,3 +404,20 @@ def test_requests_from_other_sites_are_refused(tmp_path, media):
     chunked = local.post("/api/videos/clip/edit", content=chunks(), headers={"content-type": "application/json"})
     assert chunked.status_code == 413
     project.close()
+
+
+def test_a_frame_folder_never_exposes_hidden_files_or_links_out(tmp_path, media):
+    from fastapi.testclient import TestClient
+
+    clip, frames, _ = media
+    private = tmp_path / "private"
+    private.mkdir()
+    Image.fromarray(np.full((H, W, 3), 255, np.uint8)).save(private / "secret.png")
+    os.symlink(private / "secret.png", clip / "0000a.png")  # sorts among the frames
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(clip / ".0000b.png")
+    project = Project.open(tmp_path / "p", [clip], fake_pipeline())
+    client = TestClient(AnnotationServer(project).app)
+    assert client.get("/api/videos/clip").json()["frames"] == N
+    shown = np.asarray(Image.open(io.BytesIO(client.get("/api/videos/clip/frames/1.jpg?size=4096").content)))
+    assert np.abs(shown.astype(int) - frames[1].astype(int)).mean() < 6  # frame 1 is the real frame 1
+    project.close()
