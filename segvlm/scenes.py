@@ -215,9 +215,7 @@ def layout_scene(
         starts = _place(rng, sides, size, min_gap=config.min_gap)
     paths = _paths(rng, starts, sides, config)
     objects = [
-        SceneObject(
-            track_id=j + 1, colour=colours[j], shape=shapes[j], size=sizes[j], side=sides[j], centres=paths[j]
-        )
+        SceneObject(track_id=j + 1, colour=colours[j], shape=shapes[j], size=sizes[j], side=sides[j], centres=paths[j])
         for j in range(len(sides))
     ]
     return render(objects, config)
