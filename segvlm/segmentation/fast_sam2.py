@@ -1,23 +1,33 @@
-"""A faster SAM 2 memory attention that reuses each memory frame's key/value projections across frames.
+"""Faster SAM 2 frames: exact savings in the image encoder, and a memory attention built for reduced precision.
 
-Every tracked frame, SAM 2's memory attention cross-attends the current frame's 4096 tokens to up to
-``num_maskmem`` (7) memory frames of 4096 tokens each, in each of its 4 layers. transformers recomputes,
-for every frame and layer, the key and value projections of all memory tokens and the rotary encoding of
-the keys (in float32), although a memory frame's features never change once written. The maths allows
-caching them:
+Where a tracked SAM 2 frame spends its time on CPU (hiera-tiny, bf16, BENCHMARKS.md): about half in the four
+memory cross-attentions (4096 queries x ~29 k memory keys, one head of width 256), a third in the image
+encoder, the rest in the memory self-attentions, projections and the decoders. This module changes how that
+work is done, never what is computed:
 
-* value: ``v_proj(m)`` depends on the memory features ``m`` only: computed once per memory frame and layer;
-* key: ``RoPE(k_proj(m + p_spatial + p_time[t]))`` where the temporal encoding ``p_time[t]`` depends on the
-  frame's distance ``t`` to the current frame, which changes every frame. Both ``k_proj`` and RoPE are
-  linear, so the key is ``RoPE(k_proj(m + p_spatial)) + RoPE(W_k p_time[t])``: the first term is cached per
-  memory frame and layer, the second is one (4096, 256) tensor per layer and offset.
+Exact (bit-identical in any dtype):
 
-Object-pointer tokens (a few dozen, no RoPE) are projected every frame as before. The result equals
-transformers' up to floating-point rounding (summation order), so it is used only in reduced precision,
-where that rounding is already far larger; float32 keeps transformers' exact code path.
+* the image encoder's multi-scale attention computes, and throws away, a full attention-weight matrix before
+  calling the attention kernel (4 x 4096 x 4096 scores in float32 for each global block); it is not computed;
+* the image encoder's position embedding (a bicubic resize of a learnt table) and the neck's sine position
+  encodings (an LRU cache of size 1 queried with three shapes per frame) are computed once per shape.
 
-Use :func:`install` once on a ``Sam2VideoModel`` and run frames inside ``with MemoryCache().active(model):``;
-outside such a block the model behaves exactly as before.
+Reduced precision only (bf16/fp16; float32 keeps transformers' code path and its bits):
+
+* memory keys: a memory frame's features never change once written, so each frame's key projection and
+  rotary encoding are computed once and cached (:class:`MemoryCache`); the temporal encoding, which depends
+  on the frame's distance to the current frame, enters as a separate linear term (``k_proj`` and RoPE are
+  linear: ``RoPE(k_proj(m + p + t)) = RoPE(k_proj(m + p)) + RoPE(W_k t)``);
+* memory values after the attention: the values are ``v_proj`` of 64-wide memory features, and softmax rows
+  sum to one, so ``softmax(QK^T)(M W_v^T + b) = (softmax(QK^T) M) W_v^T + b``: the second attention product
+  is 64 wide instead of 256 (4x fewer FLOPs);
+* both memory attentions (self and cross) and the image encoder's global-attention blocks (4096 tokens) run
+  through :func:`segvlm.segmentation.cpu_attention.attention`: bf16 GEMMs over query chunks with a float32
+  softmax, compiled, 1.5-3x the rate of the CPU flash kernel on these shapes.
+
+All of it is switched on per frame: :func:`install` adds the paths to a model, inert until a frame runs inside
+``with MemoryCache().active(model):``. Outside such a block (transformers' own loop on the same model, for
+instance) the model computes exactly as before.
 """
 
 from __future__ import annotations
@@ -31,22 +41,34 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-_ATTRIBUTE = "_segvlm_memory_cache"
+from segvlm.segmentation import cpu_attention
+
+_ATTRIBUTE = "_segvlm_memory_cache"  # the active MemoryCache of a model, or None
+_SWITCH = "_segvlm_fast_switch"  # the model's _Switch, shared with its patched submodules
+GLOBAL_TOKENS = 1024  # image-encoder attentions over this many keys (the global blocks) use the chunked kernel
+
+
+@dataclass
+class _Switch:
+    """Whether a model's fast paths are on (a frame runs inside ``MemoryCache.active``) and in what precision."""
+
+    on: bool = False
+    reduced: bool = False  # bf16/fp16 session: the memory attention's approximate paths apply
 
 
 @dataclass
 class _FrameEntry:
-    """Cached per-layer projections of one memory frame (kept while its features tensor is alive)."""
+    """Cached per-layer keys of one memory frame (kept while its features tensor is alive)."""
 
     features: weakref.ref
     last_used: int
     keys: list[torch.Tensor]  # per layer: (B, heads, HW, head_dim), RoPE applied, temporal term excluded
-    values: list[torch.Tensor]  # per layer: (B, heads, HW, head_dim)
+    values: torch.Tensor  # (B, 1, HW, C_mem): the memory features the values are projected from
 
 
 @dataclass
 class MemoryCache:
-    """Projections of memory frames, keyed by the identity of the frame's ``maskmem_features`` tensor.
+    """Key projections of memory frames, keyed by the identity of the frame's ``maskmem_features`` tensor.
 
     An entry lives as long as the session holds that tensor: when the session prunes a frame (or replaces
     its memory after new prompts) the weak reference dies and the entry is dropped on the next frame, so
@@ -57,16 +79,24 @@ class MemoryCache:
     step: int = 0  # incremented per activation (one per session frame)
 
     @contextlib.contextmanager
-    def active(self, model) -> Iterator[None]:
-        """Route ``model``'s memory attention through this cache for the duration of the block."""
+    def active(self, model, dtype: torch.dtype | None = None) -> Iterator[None]:
+        """Route ``model``'s frame through the fast paths for the duration of the block.
+
+        ``dtype``: the session's compute dtype (default: the model's); the approximate memory-attention paths
+        run only in bf16/fp16.
+        """
         install(model)
+        switch: _Switch = getattr(model, _SWITCH)
+        dtype = dtype or next(model.parameters()).dtype
         self.step += 1
         self.prune()
         setattr(model, _ATTRIBUTE, self)
+        switch.on, switch.reduced = True, dtype in (torch.bfloat16, torch.float16)
         try:
             yield
         finally:
             setattr(model, _ATTRIBUTE, None)
+            switch.on = False
 
     def prune(self) -> None:
         """Drop entries whose frame is gone or was not read on the previous frame (it has left the window)."""
@@ -76,7 +106,7 @@ class MemoryCache:
             del self.frames[key]
 
     def entry(self, model, features: torch.Tensor, spatial_pos: torch.Tensor) -> _FrameEntry:
-        """The cached projections of one memory frame, computing them on first use.
+        """The cached keys of one memory frame, computing them on first use.
 
         ``features`` and ``spatial_pos`` are (HW, B, C_mem) as stored by the session.
         """
@@ -89,14 +119,13 @@ class MemoryCache:
         keyed = memory + spatial_pos.transpose(0, 1).unsqueeze(1).to(memory.dtype)  # (B, 1, HW, C_mem)
         attention = model.memory_attention
         cos, sin = _rope(model, memory.shape[2], memory.device)
-        keys, values = [], []
+        keys = []
         for layer in attention.layers:
             cross = layer.cross_attn_image
             shape = (memory.shape[0], -1, cross.num_attention_heads, cross.head_dim)
             projected = cross.k_proj(keyed).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
             keys.append(_apply_rope(projected.float(), cos, sin).to(memory.dtype))
-            values.append(cross.v_proj(memory).view(*shape).transpose(1, 2))  # (B, heads, HW, head_dim)
-        entry = _FrameEntry(weakref.ref(features), self.step, keys, values)
+        entry = _FrameEntry(weakref.ref(features), self.step, keys, memory)
         self.frames[key] = entry
         return entry
 
@@ -118,31 +147,52 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return x * cos + _rotate_pairwise(x) * sin
 
 
+# -- memory attention (reduced precision) -------------------------------------------------------------------
+def _self_attention(attn, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The memory attention's RoPE self-attention of (B, 1, HW, C) ``hidden``, through the chunked kernel."""
+    batch = hidden.shape[0]
+    shape = (batch, -1, attn.num_attention_heads, attn.head_dim)
+    q = attn.q_proj(hidden).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
+    k = attn.k_proj(hidden).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
+    v = attn.v_proj(hidden).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
+    q = _apply_rope(q.float(), cos, sin).to(hidden.dtype)  # RoPE in float32, as transformers does
+    k = _apply_rope(k.float(), cos, sin).to(hidden.dtype)
+    out = cpu_attention.attention(q, k, v, attn.scaling)  # (B, heads, HW, head_dim)
+    out = out.transpose(1, 2).reshape(batch, 1, -1, attn.num_attention_heads * attn.head_dim)  # (B, 1, HW, C)
+    return attn.o_proj(out)
+
+
 def _cross_attention(
     cross,
     query: torch.Tensor,
     frame_keys: list[torch.Tensor],
-    frame_values: list[torch.Tensor],
     temporal_keys: list[torch.Tensor],
-    pointers: torch.Tensor | None,
+    memory: torch.Tensor,
+    pointers: tuple[torch.Tensor, torch.Tensor] | None,
     cos: torch.Tensor,
     sin: torch.Tensor,
 ) -> torch.Tensor:
-    """Cross-attention of ``query`` (B, 1, HW, C) to cached memory frames plus fresh pointer tokens."""
-    batch = query.shape[0]
-    shape = (batch, -1, cross.num_attention_heads, cross.head_dim)
+    """Cross-attention of ``query`` (B, 1, HW, C) to cached memory frames plus fresh pointer tokens.
+
+    ``memory`` is the (B, 1, N_mem, C_mem) memory features of all frames in order; the value projection is
+    applied after the attention (exact: softmax rows sum to one).
+    """
+    batch, heads, head_dim = query.shape[0], cross.num_attention_heads, cross.head_dim
+    shape = (batch, -1, heads, head_dim)
     q = cross.q_proj(query).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
     q = _apply_rope(q.float(), cos, sin).to(q.dtype)
     keys = [(k.float() + t).to(q.dtype) for k, t in zip(frame_keys, temporal_keys)]  # each (B, heads, HW, d)
-    values = list(frame_values)
+    values = memory  # (B, 1, N_mem, C_mem)
     if pointers is not None:
         pointer_inputs, pointer_pos = pointers  # each (B, 1, P, C_mem)
         keys.append(cross.k_proj(pointer_inputs + pointer_pos).view(*shape).transpose(1, 2))  # (B, heads, P, d)
-        values.append(cross.v_proj(pointer_inputs).view(*shape).transpose(1, 2))  # (B, heads, P, d)
+        values = torch.cat([values, pointer_inputs], dim=2)  # (B, 1, N, C_mem)
     k = torch.cat(keys, dim=2)  # (B, heads, N, head_dim)
-    v = torch.cat(values, dim=2)  # (B, heads, N, head_dim)
-    out = F.scaled_dot_product_attention(q, k, v, scale=cross.scaling)  # (B, heads, HW, head_dim)
-    out = out.transpose(1, 2).reshape(batch, 1, -1, cross.num_attention_heads * cross.head_dim)  # (B, 1, HW, C)
+    mixed = cpu_attention.attention(q, k, values.expand(-1, heads, -1, -1), cross.scaling)  # (B, heads, HW, C_mem)
+    weight = cross.v_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, C_mem)
+    out = torch.matmul(mixed, weight.transpose(-1, -2))  # (B, heads, HW, head_dim)
+    out = out + cross.v_proj.bias.view(heads, 1, head_dim)
+    out = out.transpose(1, 2).reshape(batch, 1, -1, heads * head_dim)  # (B, 1, HW, C)
     return cross.o_proj(out)
 
 
@@ -160,6 +210,7 @@ def _fast_prepare(
 ) -> torch.Tensor:
     """Drop-in for ``Sam2VideoModel._prepare_memory_conditioned_features`` using a :class:`MemoryCache`."""
     cache: MemoryCache | None = getattr(self, _ATTRIBUTE, None)
+    switch: _Switch = getattr(self, _SWITCH)
     original = type(self)._prepare_memory_conditioned_features
 
     def uncached() -> torch.Tensor:
@@ -176,7 +227,7 @@ def _fast_prepare(
             streaming,
         )
 
-    if cache is None or self.num_maskmem == 0 or is_initial_conditioning_frame:
+    if cache is None or not switch.reduced or self.num_maskmem == 0 or is_initial_conditioning_frame:
         return uncached()
     batch_size = current_vision_features.size(1)
     num_channels = self.hidden_dim
@@ -193,6 +244,8 @@ def _fast_prepare(
             return uncached()
         entries.append(cache.entry(self, features, output["maskmem_pos_enc"]))
         offsets.append(offset)
+    if not entries:
+        return uncached()
 
     pointers = None
     temporal_offsets, pointer_tokens, max_pointers = self._get_object_pointers(
@@ -205,10 +258,11 @@ def _fast_prepare(
         if object_pointers is not None:
             pointers = (
                 object_pointers.to(dtype).transpose(0, 1).unsqueeze(1),  # (B, 1, P, C_mem)
-                pointer_pos.transpose(0, 1).unsqueeze(1),  # (B, 1, P, C_mem)
+                pointer_pos.transpose(0, 1).unsqueeze(1).to(dtype),  # (B, 1, P, C_mem)
             )
 
     attention = self.memory_attention
+    memory = torch.cat([entry.values for entry in entries], dim=2)  # (B, 1, N_mem, C_mem)
     output = current_vision_features
     if current_vision_positional_embeddings is not None:
         output = output + 0.1 * current_vision_positional_embeddings  # (HW, B, C)
@@ -224,31 +278,80 @@ def _fast_prepare(
             projected = projected.view(cross.num_attention_heads, 1, cross.head_dim)  # (heads, 1, head_dim)
             temporal_keys.append(_apply_rope(projected.expand(-1, cos.shape[-2], -1), cos, sin))  # (heads, HW, d)
 
-        query = layer.layer_norm1(queries)
-        query, _ = layer.self_attn(query=query, key=query, value=query, position_embeddings=(cos, sin))
-        queries = queries + query
+        queries = queries + _self_attention(layer.self_attn, layer.layer_norm1(queries), cos, sin)
+        keys = [entry.keys[index] for entry in entries]
         query = layer.layer_norm2(queries)
-        query = _cross_attention(
-            cross,
-            query,
-            [e.keys[index] for e in entries],
-            [e.values[index] for e in entries],
-            temporal_keys,
-            pointers,
-            cos,
-            sin,
-        )
-        queries = queries + query
+        queries = queries + _cross_attention(cross, query, keys, temporal_keys, memory, pointers, cos, sin)
         query = layer.layer_norm3(queries)
         queries = queries + layer.linear2(layer.activation(layer.linear1(query)))
     normed = attention.layer_norm(queries).transpose(0, 1)  # (1, B, HW, C)
     return normed.squeeze(1).transpose(1, 2).view(batch_size, num_channels, height, width)  # (B, C, H, W)
 
 
+# -- image encoder (exact) ----------------------------------------------------------------------------------
+def _multiscale_attention(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``Sam2MultiScaleAttention.forward`` without the attention weights it computes and never uses."""
+    if not self._segvlm_switch.on:
+        return type(self).forward(self, hidden_states, **kwargs)
+    from transformers.models.sam2.modeling_sam2 import do_pool
+
+    batch_size, height, width, _ = hidden_states.shape
+    qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
+    query, key, value = torch.unbind(qkv, 2)  # each (B, HW, heads, d)
+    if self.query_stride:
+        query = do_pool(query.reshape(batch_size, height, width, -1), self.query_stride)
+        height, width = query.shape[1:3]
+        query = query.reshape(batch_size, height * width, self.num_attention_heads, -1)
+    query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # each (B, heads, L, d)
+    if self._segvlm_switch.reduced and batch_size == 1 and key.shape[-2] >= GLOBAL_TOKENS:  # a global block
+        output = cpu_attention.attention(query, key, value, self.scale)  # (B, heads, L, d)
+    else:
+        output = F.scaled_dot_product_attention(query, key, value, scale=self.scale)  # (B, heads, L, d)
+    output = output.transpose(1, 2).contiguous().reshape(batch_size, height, width, -1)  # (B, H, W, C)
+    return self.proj(output)
+
+
+def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+    """``Sam2HieraDetModel._get_pos_embed``, computed once per size while the fast paths are on."""
+    original = type(self)._get_pos_embed
+    if not self._segvlm_switch.on:
+        return original(self, hw)
+    key = (tuple(hw), self.pos_embed._version, self.pos_embed_window._version)
+    cached = self._segvlm_pos_embeds.get(key)
+    if cached is None:
+        self._segvlm_pos_embeds.clear()
+        cached = self._segvlm_pos_embeds[key] = original(self, hw)
+    return cached
+
+
+def _cached_sine(self, shape, device, dtype, mask=None) -> torch.Tensor:
+    """``Sam2SinePositionEmbedding.forward``, computed once per (shape, device, dtype) while fast paths are on."""
+    original = type(self).forward
+    if mask is not None or not self._segvlm_switch.on:
+        return original(self, shape, device, dtype, mask)
+    key = (tuple(shape), str(device), dtype)
+    cached = self._segvlm_encodings.get(key)
+    if cached is None:
+        cached = self._segvlm_encodings[key] = original(self, shape, device, dtype)
+    return cached
+
+
 def install(model) -> None:
-    """Give ``model`` (a ``Sam2VideoModel``) the cached memory attention; inert until a cache is active."""
-    if getattr(model, "_segvlm_fast_installed", False):
+    """Give ``model`` (a ``Sam2VideoModel``) the fast paths; inert until a :class:`MemoryCache` is active."""
+    if getattr(model, _SWITCH, None) is not None:
         return
-    model._prepare_memory_conditioned_features = types.MethodType(_fast_prepare, model)
+    switch = _Switch()
+    setattr(model, _SWITCH, switch)
     setattr(model, _ATTRIBUTE, None)
-    model._segvlm_fast_installed = True
+    model._prepare_memory_conditioned_features = types.MethodType(_fast_prepare, model)
+    for module in model.modules():
+        name = type(module).__name__
+        if name.endswith("MultiScaleAttention") and hasattr(module, "qkv"):
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_multiscale_attention, module)
+        elif name.endswith("HieraDetModel") and hasattr(module, "_get_pos_embed"):
+            module._segvlm_switch, module._segvlm_pos_embeds = switch, {}
+            module._get_pos_embed = types.MethodType(_cached_pos_embed, module)
+        elif name.endswith("SinePositionEmbedding"):
+            module._segvlm_switch, module._segvlm_encodings = switch, {}
+            module.forward = types.MethodType(_cached_sine, module)

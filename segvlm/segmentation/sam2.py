@@ -89,7 +89,8 @@ class Sam2Session(SegmenterSession):
             return FrameMasks.empty(self.height, self.width)
         if pixel_values is None:
             pixel_values = self.segmenter.preprocess(image)
-        cached = self.memory_cache.active(self.segmenter.model) if self.memory_cache else contextlib.nullcontext()
+        model, dtype = self.segmenter.model, self.segmenter.dtype
+        cached = self.memory_cache.active(model, dtype) if self.memory_cache else contextlib.nullcontext()
         with torch.inference_mode(), cached:
             output = self.segmenter.model(inference_session=self.session, frame=pixel_values, frame_idx=self.position)
             logits = self.segmenter.processor.post_process_masks(
@@ -156,9 +157,10 @@ class Sam2VideoSegmenter(VideoSegmenter):
     def __init__(
         self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None, fast: bool | None = None
     ):
-        """``fast``: cache memory-frame projections across frames (see ``fast_sam2``). Off by default: on the
-        2-core bf16 CPU benchmark (BENCHMARKS.md) it did not beat transformers' path, and in float32 it would
-        break exact parity. ``fast=True`` opts in (reduced precision recommended)."""
+        """``fast`` (default on): the fast paths of :mod:`segvlm.segmentation.fast_sam2`: exact savings in the
+        image encoder in every dtype, and in bf16/fp16 a memory attention with cached keys, values projected
+        after the attention and a compiled chunked CPU kernel (float32 keeps transformers' exact path).
+        ``fast=False`` runs transformers' code unchanged, for comparison."""
         import torch
 
         self.model = model
@@ -166,7 +168,7 @@ class Sam2VideoSegmenter(VideoSegmenter):
         self.config = config
         self.device = device
         self.dtype = dtype or torch.float32
-        self.fast = bool(fast) and self.supports_fast_memory
+        self.fast = (fast is None or bool(fast)) and self.supports_fast_memory
 
     @classmethod
     def from_config(cls, config: SegmenterConfig, device: str = "cpu", fast: bool | None = None) -> Sam2VideoSegmenter:

@@ -1,0 +1,88 @@
+"""Attention for long sequences on CPU in reduced precision: query chunks, bf16 GEMMs, float32 softmax.
+
+SAM 2's memory attention attends 4096 queries to up to ~29 k memory keys with one head of width 256. On CPU,
+``scaled_dot_product_attention``'s flash kernel runs that shape at a fraction of the machine's bf16 matmul
+rate. The same product written as a loop over query chunks, each chunk one fused graph (``q @ k.T`` as a bf16
+GEMM, softmax in float32, the probabilities cast back to bf16, ``p @ v`` as a bf16 GEMM) compiled by
+``torch.compile``, runs it 2-3x faster (BENCHMARKS.md). The softmax is float32, as in SDPA's kernel; the
+probabilities are rounded to bf16 before the second GEMM (SDPA keeps them in float32), which moves outputs
+by about one bf16 ulp.
+
+Compilation happens once per process on first use (seconds; torch caches the generated code on disk). Where
+``torch.compile`` cannot run (no C++ compiler, an unsupported platform) the first call warns once and every
+call falls back to ``scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+QUERY_CHUNK = 256  # queries per fused graph: (256, ~29 k) float32 scores stay within the L3 cache's reach
+
+_compiled = None  # the compiled chunk function, built on first use
+_unavailable: str | None = None  # why compilation failed, once it has
+
+
+def _chunk(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query chunk of one head: (c, d) x (N, d)^T -> softmax in float32 -> (c, N) x (N, dv) -> (c, dv).
+
+    Two-dimensional on purpose: a batched ``matmul`` over a transposed key view makes the compiled graph copy
+    the keys for every chunk; ``mm`` with ``key.t()`` reads them in place.
+    """
+    scores = torch.mm(query, key.t()).float() * scale  # (c, N) float32
+    return torch.mm(torch.softmax(scores, dim=-1).to(value.dtype), value)  # (c, dv)
+
+
+def _heads(kernel, query, key, value, scale: float, chunk: int) -> torch.Tensor:
+    """Run ``kernel`` over every leading index (batch, head) and query chunk; (..., L, dv) out."""
+    lead = query.shape[:-2]
+    q = query.reshape(-1, *query.shape[-2:])  # (BH, L, d)
+    k = key.expand(*lead, *key.shape[-2:]).reshape(-1, *key.shape[-2:])  # (BH, N, d)
+    v = value.expand(*lead, *value.shape[-2:]).reshape(-1, *value.shape[-2:])  # (BH, N, dv)
+    out = []
+    for index in range(q.shape[0]):
+        qh, kh, vh = q[index], k[index].contiguous(), v[index].contiguous()
+        out.append(torch.cat([kernel(qh[i : i + chunk], kh, vh, scale) for i in range(0, qh.shape[0], chunk)]))
+    return torch.stack(out).reshape(*lead, q.shape[-2], v.shape[-1])  # (..., L, dv)
+
+
+def _kernel():
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(_chunk, dynamic=True, fullgraph=True)
+    return _compiled
+
+
+def usable(query: torch.Tensor) -> bool:
+    """Whether :func:`attention` takes the chunked path for ``query`` (CPU, bf16/fp16, compilable here)."""
+    return query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16) and _unavailable is None
+
+
+def attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, chunk: int = QUERY_CHUNK
+) -> torch.Tensor:
+    """softmax(q k^T * scale) v for (..., L, d) queries, (..., N, d) keys and (..., N, dv) values.
+
+    ``dv`` may differ from ``d`` (SAM 2's memory values enter before their projection, 64 wide). Returns
+    (..., L, dv) in the value dtype. Off the chunked path (float32, GPU, no compiler) this is exactly
+    ``scaled_dot_product_attention`` when ``dv == d``.
+    """
+    global _unavailable
+    if usable(query):
+        try:
+            return _heads(_kernel(), query, key, value, scale, chunk)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: use the portable kernel
+            _unavailable = f"{type(error).__name__}: {error}"
+            warnings.warn(
+                f"segvlm's fast CPU attention could not be compiled ({_unavailable.splitlines()[0][:200]}); "
+                "using torch's scaled_dot_product_attention instead (slower, same results). Installing a C++ "
+                "compiler (e.g. `apt install g++`) enables it.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if value.shape[-1] == query.shape[-1]:
+        return F.scaled_dot_product_attention(query, key, value, scale=scale)
+    return _heads(_chunk, query, key, value, scale, chunk)

@@ -1,0 +1,92 @@
+"""The fast SAM 2 paths: the chunked CPU attention kernel, the cached keys with values after the attention,
+the exact image-encoder savings, and the fallback when the kernel cannot be compiled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segvlm.segmentation import cpu_attention, fast_sam2
+
+
+def _qkv(lead, length, keys, width, value_width=None, dtype=torch.bfloat16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(*lead, length, width, generator=generator)
+    k = torch.randn(*lead, keys, width, generator=generator)
+    v = torch.randn(*lead, keys, value_width or width, generator=generator)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+@pytest.mark.parametrize("lead", [(1, 1), (1, 4), (2, 3)])
+def test_chunked_kernel_matches_float32_attention(lead):
+    q, k, v = _qkv(lead, 300, 700, 32)  # 300 queries: one full chunk of 256 and a partial one
+    out = cpu_attention.attention(q, k, v, scale=32**-0.5)
+    reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=32**-0.5)
+    assert out.shape == reference.shape and out.dtype == torch.bfloat16
+    assert (out.float() - reference).abs().max() < 0.02  # bf16 rounding of scores, probabilities and output
+    sdpa = F.scaled_dot_product_attention(q, k, v, scale=32**-0.5)  # what transformers runs in bf16
+    assert (out.float() - reference).abs().mean() <= 1.5 * (sdpa.float() - reference).abs().mean() + 1e-4
+
+
+def test_kernel_takes_narrower_values():
+    q, k, v = _qkv((1, 1), 256, 512, 64, value_width=16)
+    out = cpu_attention.attention(q, k, v, scale=0.125)
+    weights = torch.softmax(q.float() @ k.float().transpose(-1, -2) * 0.125, dim=-1)
+    assert out.shape == (1, 1, 256, 16)
+    assert (out.float() - weights @ v.float()).abs().max() < 0.02
+
+
+def test_float32_is_scaled_dot_product_attention_exactly():
+    q, k, v = _qkv((1, 2), 100, 200, 16, dtype=torch.float32)
+    assert not cpu_attention.usable(q)
+    assert torch.equal(cpu_attention.attention(q, k, v, 0.25), F.scaled_dot_product_attention(q, k, v, scale=0.25))
+
+
+def test_a_compiler_failure_warns_once_and_falls_back(monkeypatch):
+    def broken():
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(cpu_attention, "_kernel", broken)
+    monkeypatch.setattr(cpu_attention, "_unavailable", None)
+    q, k, v = _qkv((1, 1), 64, 64, 16)
+    with pytest.warns(RuntimeWarning, match="could not be compiled.*C\\+\\+ compiler"):
+        out = cpu_attention.attention(q, k, v, 0.25)
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, scale=0.25))
+    assert not cpu_attention.usable(q)  # later calls go straight to the portable kernel, without warning
+
+
+def test_values_after_the_attention_equal_projected_values():
+    """softmax(QK^T)(M W^T + b) == (softmax(QK^T) M) W^T + b: the identity the cross-attention relies on."""
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(5, 40, generator=generator, dtype=torch.float64)
+    memory = torch.randn(40, 8, generator=generator, dtype=torch.float64)
+    projection = torch.nn.Linear(8, 32, dtype=torch.float64)
+    probabilities = torch.softmax(scores, dim=-1)
+    before = probabilities @ projection(memory)
+    after = projection(probabilities @ memory)
+    assert torch.allclose(before, after, atol=1e-12)
+
+
+def test_install_is_inert_outside_a_frame_and_exact_inside():
+    """Installed paths change nothing outside ``MemoryCache.active``; inside, the image encoder's exact savings
+    give the same bits in float32 (its reduced-precision kernels do not run in float32)."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import Sam2VideoSegmenter
+
+    segmenter = Sam2VideoSegmenter.from_config(SegmenterConfig(model="tiny-random:sam2", dtype="float32"), fast=False)
+    model = segmenter.model
+    pixels = segmenter.preprocess(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    with torch.inference_mode():
+        before = model.vision_encoder(pixels)
+        fast_sam2.install(model)
+        outside = model.vision_encoder(pixels)
+        with fast_sam2.MemoryCache().active(model, torch.float32):
+            inside = model.vision_encoder(pixels)
+            again = model.vision_encoder(pixels)  # served from the position-encoding caches
+    for name in ("fpn_hidden_states", "fpn_position_encoding"):
+        runs = [getattr(output, name) for output in (before, outside, inside, again)]
+        for first, *others in zip(*runs):
+            assert all(torch.equal(first, other) for other in others)
+    assert not model._segvlm_fast_switch.on  # switched off again when the block ends
