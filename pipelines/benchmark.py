@@ -17,6 +17,8 @@ Other modes:
   run, each in its own subprocess so the runs do not share a high-water mark (``rss_ratio``).
 * ``--end-to-end``: the full pipeline (decode, prefetch/preprocess, a fixed grounder, tracking, RLE, saving
   the result) against the time spent inside the segmenter's ``step``; reports the overhead in percent.
+* ``--latency``: the annotation tool's waits: embedding a frame, and a click on a frame whose embedding is
+  cached (prompt encoder and mask decoder only).
 * ``--edit``: a correction session on an N-frame video whose track already holds a box and 3 corrections;
   the time of one more click (re-propagated up to the next prompt) against re-propagating the track over
   the whole video (``propagate_all``), and the latency of a click re-segmenting only the frame in view.
@@ -27,6 +29,9 @@ Examples::
     python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --memory-frames 2000 --json mem.json
     python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --end-to-end --frames 12
     python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --edit --frames 300 --model tiny-random:sam2
+    python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --frames 12 --objects 4
+    python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --frames 12 --model arch:edgetam
+    python pipelines/benchmark.py --video ../shared/data/bedroom.mp4 --latency --frames 5
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODEL = "tiny-random:sam2.1-hiera-tiny-arch"
+DEFAULT_MODEL = "tiny-random:sam2.1-hiera-tiny-arch"  # ``arch:edgetam``: EdgeTAM's default configuration
 CONFIDENT_LOGIT = 1.0  # pixels whose reference logit is at least this far from 0 count as "clearly decided"
 
 
@@ -85,6 +90,53 @@ def load_frames(video: str, count: int, size: tuple[int, int] | None = None) -> 
 def default_box(height: int, width: int) -> tuple[float, float, float, float]:
     """A central box (xyxy) covering about 40 % x 60 % of the frame."""
     return (0.3 * width, 0.25 * height, 0.7 * width, 0.85 * height)
+
+
+def object_boxes(count: int, height: int, width: int, first=None) -> list[tuple[float, float, float, float]]:
+    """``count`` prompt boxes: ``first`` (default: the central box), then the cells of a square grid."""
+    boxes = [tuple(first) if first else default_box(height, width)]
+    side = int(np.ceil(np.sqrt(count - 1))) if count > 1 else 1
+    for index in range(count - 1):
+        row, col = divmod(index, side)
+        cell_w, cell_h = width / side, height / side
+        x0, y0 = cell_w * col, cell_h * row
+        boxes.append((x0 + 0.1 * cell_w, y0 + 0.1 * cell_h, x0 + 0.9 * cell_w, y0 + 0.9 * cell_h))
+    return boxes
+
+
+EDGETAM_ARCH = "arch:edgetam"  # EdgeTAM with transformers' default EdgeTamVideoConfig, seeded random weights
+
+
+def resolve_benchmark_model(model: str) -> str:
+    """``arch:edgetam`` -> a local folder with that model (built once); any other name passes through."""
+    if model != EDGETAM_ARCH:
+        return model
+    folder = Path(tempfile.gettempdir()) / "segvlm-benchmark-edgetam-arch"
+    if not (folder / "config.json").exists():
+        import torch
+        from transformers import EdgeTamVideoConfig, EdgeTamVideoModel, Sam2VideoProcessor
+
+        torch.manual_seed(0)
+        EdgeTamVideoModel(EdgeTamVideoConfig()).eval().save_pretrained(folder)
+        Sam2VideoProcessor.from_pretrained(resolve_model_path("tiny-random:sam2.1-hiera-tiny-arch")).save_pretrained(
+            folder
+        )
+    return str(folder)
+
+
+def resolve_model_path(model: str) -> str:
+    from segvlm.tiny import resolve_model
+
+    return resolve_model(model)
+
+
+def segmenter_class(model: str):
+    """The segvlm segmenter for ``model``: EdgeTAM for EdgeTAM checkpoints, SAM 2 otherwise."""
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    config = Path(resolve_model_path(model)) / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type", "") if config.exists() else model.lower()
+    return EdgeTamVideoSegmenter if "edgetam" in model_type else Sam2VideoSegmenter
 
 
 def matmul_peak_gflops(dtype, device: str, size: int = 2048, repeats: int = 5) -> float:
@@ -148,13 +200,12 @@ class SegvlmRunner:
 
     name = "segvlm"
 
-    def __init__(self, model: str, dtype: str, device: str, frames: list[np.ndarray], box, fast: bool = False):
+    def __init__(self, model: str, dtype: str, device: str, frames: list[np.ndarray], boxes, fast: bool = True):
         from segvlm.config import SegmenterConfig
-        from segvlm.segmentation.sam2 import Sam2VideoSegmenter
 
         config = SegmenterConfig(model=model, dtype=dtype)
-        self.segmenter = Sam2VideoSegmenter.from_config(config, device=device, fast=fast)
-        self.frames, self.box, self.device = frames, box, device
+        self.segmenter = segmenter_class(model).from_config(config, device=device, fast=fast)
+        self.frames, self.boxes, self.device = frames, boxes, device
         self.timings, self.logits = Timings(), []
 
     def setup(self) -> None:
@@ -166,7 +217,7 @@ class SegvlmRunner:
     def step(self, index: int) -> None:
         from segvlm.segmentation.base import ObjectPrompt
 
-        prompts = [ObjectPrompt(1, box=self.box)] if index == 0 else []
+        prompts = [ObjectPrompt(i + 1, box=box) for i, box in enumerate(self.boxes)] if index == 0 else []
         sync(self.device)
         start = time.perf_counter()
         self.session.step(self.frames[index], prompts)
@@ -180,9 +231,9 @@ class HfLoopRunner:
 
     name = "hf_loop"
 
-    def __init__(self, segmenter, frames: list[np.ndarray], box, device: str):
+    def __init__(self, segmenter, frames: list[np.ndarray], boxes, device: str):
         self.model, self.processor, self.dtype = segmenter.model, segmenter.processor, segmenter.dtype
-        self.frames, self.box, self.device = frames, box, device
+        self.frames, self.boxes, self.device = frames, boxes, device
         self.timings, self.logits = Timings(), []
 
     def setup(self) -> None:
@@ -193,7 +244,10 @@ class HfLoopRunner:
             video=self.frames, inference_device=self.device, dtype=self.dtype
         )
         self.processor.add_inputs_to_inference_session(
-            inference_session=self.session, frame_idx=0, obj_ids=[1], input_boxes=[[list(map(float, self.box))]]
+            inference_session=self.session,
+            frame_idx=0,
+            obj_ids=list(range(1, len(self.boxes) + 1)),
+            input_boxes=[[list(map(float, box)) for box in self.boxes]],  # (image, object, 4)
         )
         self.iterator = None
         self._mode = torch.inference_mode()
@@ -220,7 +274,8 @@ class HfLoopRunner:
 
 OFFICIAL_WORKER = r"""
 import json, sys, time, torch
-frames_dir, box, dtype, device = sys.argv[1], [float(v) for v in sys.argv[2].split(",")], sys.argv[3], sys.argv[4]
+frames_dir, dtype, device = sys.argv[1], sys.argv[3], sys.argv[4]
+boxes = [[float(v) for v in box.split(",")] for box in sys.argv[2].split(";")]
 from sam2.build_sam import build_sam2_video_predictor
 torch.manual_seed(0)
 predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device=device)
@@ -228,7 +283,8 @@ autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=dt
 with torch.inference_mode(), autocast:
     start = time.perf_counter()
     state = predictor.init_state(video_path=frames_dir)
-    predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=box)
+    for obj_id, box in enumerate(boxes, start=1):
+        predictor.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, box=box)
     print(json.dumps({"setup": time.perf_counter() - start}), flush=True)
     iterator = predictor.propagate_in_video(state)
     for line in sys.stdin:
@@ -250,8 +306,8 @@ class OfficialRunner:
 
     name = "sam2_official"
 
-    def __init__(self, python: str, frames: list[np.ndarray], box, dtype: str, device: str, threads: int):
-        self.python, self.frames, self.box, self.dtype, self.device = python, frames, box, dtype, device
+    def __init__(self, python: str, frames: list[np.ndarray], boxes, dtype: str, device: str, threads: int):
+        self.python, self.frames, self.boxes, self.dtype, self.device = python, frames, boxes, dtype, device
         self.threads = threads
         self.timings = Timings()
 
@@ -262,7 +318,7 @@ class OfficialRunner:
         for index, frame in enumerate(self.frames):
             Image.fromarray(frame).save(Path(self.folder.name) / f"{index:05d}.jpg", quality=95)
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
-        box = ",".join(str(float(v)) for v in self.box)
+        box = ";".join(",".join(str(float(v)) for v in box) for box in self.boxes)
         self.process = subprocess.Popen(
             [self.python, "-c", OFFICIAL_WORKER, self.folder.name, box, self.dtype, self.device],
             stdin=subprocess.PIPE,
@@ -343,15 +399,16 @@ def run_speed(args) -> dict:
 
     frames = load_frames(args.video, args.frames)
     height, width = frames[0].shape[:2]
-    box = tuple(args.box) if args.box else default_box(height, width)
-    ours = SegvlmRunner(args.model, args.dtype, args.device, frames, box, fast=args.fast)
+    boxes = object_boxes(args.objects, height, width, args.box)
+    model = resolve_benchmark_model(args.model)
+    ours = SegvlmRunner(model, args.dtype, args.device, frames, boxes, fast=not args.no_fast)
     dtype_name = str(ours.segmenter.dtype).removeprefix("torch.")
-    runners = [ours, HfLoopRunner(ours.segmenter, frames, box, args.device)]
+    runners = [ours, HfLoopRunner(ours.segmenter, frames, boxes, args.device)]
     # The official predictor is built as SAM 2.1 hiera-tiny; compare it only against that architecture.
     same_arch = "hiera-tiny" in args.model or "hiera_t" in args.model
     sam2_python = None if args.no_official or not same_arch else find_sam2_python(args.sam2_python)
     if sam2_python is not None:
-        runners.append(OfficialRunner(sam2_python, frames, box, dtype_name, args.device, torch.get_num_threads()))
+        runners.append(OfficialRunner(sam2_python, frames, boxes, dtype_name, args.device, torch.get_num_threads()))
     try:
         for runner in runners:
             runner.setup()
@@ -379,7 +436,8 @@ def run_speed(args) -> dict:
         "video": str(args.video),
         "frames": len(frames),
         "frame_size": [height, width],
-        "box_xyxy": list(box),
+        "objects": len(boxes),
+        "boxes_xyxy": [list(box) for box in boxes],
         "segvlm_s_per_frame": segvlm_s,
         "hf_loop_s_per_frame": peers["hf_loop"],
         "sam2_official_s_per_frame": official,
@@ -592,6 +650,50 @@ def run_edit(args) -> dict:
     }
 
 
+def run_latency(args) -> dict:
+    """What the annotation tool waits for: embedding a frame, and a click on a frame whose embedding is cached.
+
+    A correction session holds one track; on three frames the image features are computed first (what the
+    annotation page asks for while a person looks at a frame), then a click is timed: only the prompt encoder
+    and the mask decoder run (the features of the frame in view do not change while a person clicks on it).
+    """
+    from segvlm.config import SegmenterConfig
+    from segvlm.corrections import CorrectionSession
+    from segvlm.types import FrameResult, VideoInfo, VideoSegmentation
+
+    frames = load_frames(args.video, args.frames)
+    height, width = frames[0].shape[:2]
+    model = resolve_benchmark_model(args.model)
+    config = SegmenterConfig(model=model, dtype=args.dtype)
+    segmenter = segmenter_class(model).from_config(config, device=args.device, fast=not args.no_fast)
+    count = len(frames)
+    results = [FrameResult(i, height, width) for i in range(count)]
+    empty = VideoSegmentation(VideoInfo("<frames>", height, width), "object", ["object"], results)
+    session = CorrectionSession.create(empty, segmenter, video=frames)
+    box = tuple(args.box) if args.box else default_box(height, width)
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    track = session.add_object(0, box=box, propagate="none").track_id
+    embed, click = [], []
+    for position in range(1, count):
+        start = time.perf_counter()
+        session.warm(position)
+        embed.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        session.add_points(track, position, [centre], [1], propagate="none")
+        click.append(time.perf_counter() - start)
+    return {
+        "mode": "latency",
+        "model": args.model,
+        "dtype": str(segmenter.dtype).replace("torch.", ""),
+        "fast_path": bool(getattr(segmenter, "fast", False)),
+        "frames_clicked": len(click),
+        "embed_frame_s": [round(v, 4) for v in embed],
+        "click_cached_s": [round(v, 4) for v in click],
+        "embed_frame_median_s": round(float(np.median(embed[1:] or embed)), 4),  # the first call warms up
+        "click_cached_median_s": round(float(np.median(click[1:] or click)), 4),
+    }
+
+
 def print_table(result: dict) -> None:
     if result["mode"] == "speed":
         print(f"\n{'contender':16s}{'s/frame':>10s}{'steady s/frame':>16s}{'setup s':>10s}")
@@ -613,7 +715,7 @@ def print_table(result: dict) -> None:
         ]
     elif result["mode"] == "memory":
         keys = ["frames", "peak_rss_mb", "baseline_peak_rss_mb", "rss_ratio", "seconds", "state_size"]
-    elif result["mode"] == "edit":
+    elif result["mode"] in ("edit", "latency"):
         keys = [key for key in result if key not in ("mode", "machine")]
     else:
         keys = ["frames", "total_s", "segmenter_step_s", "write_s", "overhead_percent", "s_per_frame"]
@@ -637,9 +739,12 @@ def parse_args(argv=None):
     parser.add_argument("--memory-frames", type=int, help="memory mode: frames of the long run (vs 200)")
     parser.add_argument("--memory-model", default="tiny-random:sam2")
     parser.add_argument("--memory-size", type=int, nargs=2, default=[320, 180], help="frame W H in memory mode")
-    parser.add_argument("--fast", action="store_true", help="segvlm with the cached memory attention (fast_sam2)")
+    parser.add_argument("--objects", type=int, default=1, help="objects tracked (boxes: --box, then a grid)")
+    parser.add_argument("--no-fast", action="store_true", help="segvlm without its fast paths (fast_sam2)")
+    parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old commands
     parser.add_argument("--end-to-end", action="store_true", help="pipeline overhead mode")
     parser.add_argument("--edit", action="store_true", help="correction-session mode: one edit vs the whole track")
+    parser.add_argument("--latency", action="store_true", help="annotation latency: embed a frame, click on it")
     parser.add_argument("--rss-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -659,6 +764,8 @@ def main(argv=None) -> dict:
         result = run_end_to_end(args)
     elif args.edit:
         result = run_edit(args)
+    elif args.latency:
+        result = run_latency(args)
     else:
         result = run_speed(args)
     result["machine"] = machine_description(args.device)

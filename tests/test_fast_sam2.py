@@ -22,7 +22,7 @@ def _qkv(lead, length, keys, width, value_width=None, dtype=torch.bfloat16, seed
 @pytest.mark.parametrize("lead", [(1, 1), (1, 4), (2, 3)])
 def test_chunked_kernel_matches_float32_attention(lead):
     q, k, v = _qkv(lead, 300, 700, 32)  # 300 queries: one full chunk of 256 and a partial one
-    out = cpu_attention.attention(q, k, v, scale=32**-0.5)
+    out = cpu_attention.attention(q, k, v, scale=32**-0.5, min_scores=0)
     reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=32**-0.5)
     assert out.shape == reference.shape and out.dtype == torch.bfloat16
     assert (out.float() - reference).abs().max() < 0.02  # bf16 rounding of scores, probabilities and output
@@ -32,10 +32,16 @@ def test_chunked_kernel_matches_float32_attention(lead):
 
 def test_kernel_takes_narrower_values():
     q, k, v = _qkv((1, 1), 256, 512, 64, value_width=16)
-    out = cpu_attention.attention(q, k, v, scale=0.125)
+    out = cpu_attention.attention(q, k, v, scale=0.125, min_scores=0)
     weights = torch.softmax(q.float() @ k.float().transpose(-1, -2) * 0.125, dim=-1)
     assert out.shape == (1, 1, 256, 16)
     assert (out.float() - weights @ v.float()).abs().max() < 0.02
+
+
+def test_small_attentions_skip_the_compiled_kernel(monkeypatch):
+    monkeypatch.setattr(cpu_attention, "_kernel", lambda: pytest.fail("compiled for a small attention"))
+    q, k, v = _qkv((1, 1), 64, 64, 16)
+    assert torch.equal(cpu_attention.attention(q, k, v, 0.25), F.scaled_dot_product_attention(q, k, v, scale=0.25))
 
 
 def test_float32_is_scaled_dot_product_attention_exactly():
@@ -52,7 +58,7 @@ def test_a_compiler_failure_warns_once_and_falls_back(monkeypatch):
     monkeypatch.setattr(cpu_attention, "_unavailable", None)
     q, k, v = _qkv((1, 1), 64, 64, 16)
     with pytest.warns(RuntimeWarning, match="could not be compiled.*C\\+\\+ compiler"):
-        out = cpu_attention.attention(q, k, v, 0.25)
+        out = cpu_attention.attention(q, k, v, 0.25, min_scores=0)
     assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, scale=0.25))
     assert not cpu_attention.usable(q)  # later calls go straight to the portable kernel, without warning
 

@@ -3,10 +3,10 @@
 SAM 2's memory attention attends 4096 queries to up to ~29 k memory keys with one head of width 256. On CPU,
 ``scaled_dot_product_attention``'s flash kernel runs that shape at a fraction of the machine's bf16 matmul
 rate. The same product written as a loop over query chunks, each chunk one fused graph (``q @ k.T`` as a bf16
-GEMM, softmax in float32, the probabilities cast back to bf16, ``p @ v`` as a bf16 GEMM) compiled by
-``torch.compile``, runs it 2-3x faster (BENCHMARKS.md). The softmax is float32, as in SDPA's kernel; the
-probabilities are rounded to bf16 before the second GEMM (SDPA keeps them in float32), which moves outputs
-by about one bf16 ulp.
+GEMM, the exponentials in float32, cast to bf16 for ``p @ v`` as a bf16 GEMM, the normalisation applied
+to the output) compiled by ``torch.compile``, runs it 2-3x faster (BENCHMARKS.md). The softmax arithmetic
+is float32, as in SDPA's kernel; the exponentials are rounded to bf16 before the second GEMM (SDPA keeps
+them in float32), which moves outputs by about one bf16 ulp.
 
 Compilation happens once per process on first use (seconds; torch caches the generated code on disk). Where
 ``torch.compile`` cannot run (no C++ compiler, an unsupported platform) the first call warns once and every
@@ -21,19 +21,24 @@ import torch
 import torch.nn.functional as F
 
 QUERY_CHUNK = 256  # queries per fused graph: (256, ~29 k) float32 scores stay within the L3 cache's reach
+MIN_SCORES = 1 << 22  # smaller attentions (queries x keys) skip the compiled kernel: not worth its first-use compile
 
 _compiled = None  # the compiled chunk function, built on first use
 _unavailable: str | None = None  # why compilation failed, once it has
 
 
 def _chunk(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
-    """One query chunk of one head: (c, d) x (N, d)^T -> softmax in float32 -> (c, N) x (N, dv) -> (c, dv).
+    """One query chunk of one head: (c, d) x (N, d)^T -> exp in float32 -> (c, N) x (N, dv) -> (c, dv).
 
-    Two-dimensional on purpose: a batched ``matmul`` over a transposed key view makes the compiled graph copy
-    the keys for every chunk; ``mm`` with ``key.t()`` reads them in place.
+    The softmax's division is applied to the (c, dv) output instead of the (c, N) probabilities (as flash
+    attention does): one pass less over the scores. Two-dimensional on purpose: a batched ``matmul`` over a
+    transposed key view makes the compiled graph copy the keys for every chunk; ``mm`` with ``key.t()`` reads
+    them in place.
     """
     scores = torch.mm(query, key.t()).float() * scale  # (c, N) float32
-    return torch.mm(torch.softmax(scores, dim=-1).to(value.dtype), value)  # (c, dv)
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))  # (c, N) in (0, 1]
+    mixed = torch.mm(weights.to(value.dtype), value).float()  # (c, dv)
+    return (mixed / weights.sum(dim=-1, keepdim=True)).to(value.dtype)  # (c, dv)
 
 
 def _heads(kernel, query, key, value, scale: float, chunk: int) -> torch.Tensor:
@@ -62,16 +67,21 @@ def usable(query: torch.Tensor) -> bool:
 
 
 def attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, chunk: int = QUERY_CHUNK
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    chunk: int = QUERY_CHUNK,
+    min_scores: int = MIN_SCORES,
 ) -> torch.Tensor:
     """softmax(q k^T * scale) v for (..., L, d) queries, (..., N, d) keys and (..., N, dv) values.
 
     ``dv`` may differ from ``d`` (SAM 2's memory values enter before their projection, 64 wide). Returns
-    (..., L, dv) in the value dtype. Off the chunked path (float32, GPU, no compiler) this is exactly
-    ``scaled_dot_product_attention`` when ``dv == d``.
+    (..., L, dv) in the value dtype. Off the compiled path (float32, GPU, no compiler, fewer than
+    ``min_scores`` query-key pairs) this is exactly ``scaled_dot_product_attention`` when ``dv == d``.
     """
     global _unavailable
-    if usable(query):
+    if usable(query) and query.shape[-2] * key.shape[-2] >= min_scores:
         try:
             return _heads(_kernel(), query, key, value, scale, chunk)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: use the portable kernel

@@ -149,17 +149,26 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 
 # -- memory attention (reduced precision) -------------------------------------------------------------------
 def _self_attention(attn, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The memory attention's RoPE self-attention of (B, 1, HW, C) ``hidden``, through the chunked kernel."""
-    batch = hidden.shape[0]
-    shape = (batch, -1, attn.num_attention_heads, attn.head_dim)
-    q = attn.q_proj(hidden).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
-    k = attn.k_proj(hidden).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
-    v = attn.v_proj(hidden).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
+    """A memory attention's RoPE self-attention of (B, P, HW, C) ``hidden``, through the chunked kernel."""
+    batch, points = hidden.shape[:2]
+    shape = (batch * points, -1, attn.num_attention_heads, attn.head_dim)
+    q = attn.q_proj(hidden).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
+    k = attn.k_proj(hidden).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
+    v = attn.v_proj(hidden).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
     q = _apply_rope(q.float(), cos, sin).to(hidden.dtype)  # RoPE in float32, as transformers does
     k = _apply_rope(k.float(), cos, sin).to(hidden.dtype)
-    out = cpu_attention.attention(q, k, v, attn.scaling)  # (B, heads, HW, head_dim)
-    out = out.transpose(1, 2).reshape(batch, 1, -1, attn.num_attention_heads * attn.head_dim)  # (B, 1, HW, C)
+    out = cpu_attention.attention(q, k, v, attn.scaling)  # (BP, heads, HW, head_dim)
+    out = out.transpose(1, 2).reshape(batch, points, -1, attn.num_attention_heads * attn.head_dim)  # (B, P, HW, C)
     return attn.o_proj(out)
+
+
+def _rope_self_attention(self, query, key, value, position_embeddings, **kwargs):
+    """EdgeTAM's ``RoPESelfAttention.forward`` through :func:`_self_attention` while reduced-precision paths are on."""
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced) or key is not query or value is not query:
+        return type(self).forward(self, query, key, value, position_embeddings, **kwargs)
+    cos, sin = position_embeddings
+    return _self_attention(self, query, cos, sin), None
 
 
 def _cross_attention(
@@ -337,13 +346,16 @@ def _cached_sine(self, shape, device, dtype, mask=None) -> torch.Tensor:
 
 
 def install(model) -> None:
-    """Give ``model`` (a ``Sam2VideoModel``) the fast paths; inert until a :class:`MemoryCache` is active."""
+    """Give ``model`` (a ``Sam2VideoModel`` or ``EdgeTamVideoModel``) the fast paths; inert until a
+    :class:`MemoryCache` is active. SAM 2 gets all of them; EdgeTAM, whose memory is a compressed set of
+    latents, gets the image-encoder paths and the memory self-attention kernel."""
     if getattr(model, _SWITCH, None) is not None:
         return
     switch = _Switch()
     setattr(model, _SWITCH, switch)
     setattr(model, _ATTRIBUTE, None)
-    model._prepare_memory_conditioned_features = types.MethodType(_fast_prepare, model)
+    if type(model).__name__ == "Sam2VideoModel":
+        model._prepare_memory_conditioned_features = types.MethodType(_fast_prepare, model)
     for module in model.modules():
         name = type(module).__name__
         if name.endswith("MultiScaleAttention") and hasattr(module, "qkv"):
@@ -355,3 +367,6 @@ def install(model) -> None:
         elif name.endswith("SinePositionEmbedding"):
             module._segvlm_switch, module._segvlm_encodings = switch, {}
             module.forward = types.MethodType(_cached_sine, module)
+        elif name == "EdgeTamVideoRoPESelfAttention":
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_rope_self_attention, module)

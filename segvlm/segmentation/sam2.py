@@ -213,5 +213,4 @@ class Sam2VideoSegmenter(VideoSegmenter):
 class EdgeTamVideoSegmenter(Sam2VideoSegmenter):
     """EdgeTAM (``yonigozlan/EdgeTAM-hf``): SAM 2's design with a mobile backbone and a compact memory."""
 
-    model_class_name = "EdgeTamVideoModel"
-    supports_fast_memory = False  # EdgeTAM compresses its memory differently
+    model_class_name = "EdgeTamVideoModel"  # fast paths: the image encoder's and the memory self-attention's

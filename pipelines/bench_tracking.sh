@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every tracking-speed figure of BENCHMARKS.md in one go, one JSON per run:
+#   SAM 2.1 hiera-tiny with 1, 4 and 16 objects beside transformers' loop and the official predictor,
+#   EdgeTAM (transformers' default configuration) with 1 and 4 objects beside transformers' loop,
+#   the annotation tool's latency (embed a frame; a click on a frame whose embedding is cached).
+# Usage: pipelines/bench_tracking.sh OUT_DIR [SAM2_PYTHON] [-- extra benchmark.py arguments, e.g. --device cuda]
+# SAM2_PYTHON: an interpreter with the official sam2 package (../shared/tools/official-sam2-venv.sh builds one).
+set -euo pipefail
+out=${1:?usage: bench_tracking.sh OUT_DIR [SAM2_PYTHON] [-- extra arguments]}
+shift
+sam2=""
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then sam2=$1; shift; fi
+[ "${1:-}" = "--" ] && shift
+mkdir -p "$out"
+video=${VIDEO:-$(dirname "$0")/../../shared/data/bedroom.mp4}
+run() { python "$(dirname "$0")/benchmark.py" --video "$video" "$@"; }
+official=()
+[ -n "$sam2" ] && official=(--sam2-python "$sam2")
+run --frames 12 --objects 1 "${official[@]}" --json "$out/sam2_1_object.json" "$@"
+run --frames 10 --objects 4 "${official[@]}" --json "$out/sam2_4_objects.json" "$@"
+run --frames 8 --objects 16 "${official[@]}" --json "$out/sam2_16_objects.json" "$@"
+run --frames 12 --model arch:edgetam --json "$out/edgetam_1_object.json" "$@"
+run --frames 10 --model arch:edgetam --objects 4 --json "$out/edgetam_4_objects.json" "$@"
+run --frames 6 --latency --json "$out/latency.json" "$@"
