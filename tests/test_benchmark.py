@@ -69,6 +69,24 @@ def test_benchmark_speed_mode_writes_every_key(video, tmp_path):
     assert len(result["per_frame_s"]["segvlm"]) == 3
 
 
+def test_benchmark_tracks_several_objects_in_every_contender(video, tmp_path):
+    out = tmp_path / "out.json"
+    command = [sys.executable, str(SCRIPT), "--video", video, "--model", "tiny-random:sam2", "--frames", "2"]
+    subprocess.run([*command, "--objects", "3", "--no-official", "--json", str(out)], check=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert result["objects"] == 3 and len({tuple(box) for box in result["boxes_xyxy"]}) == 3
+    assert result["mask_iou_vs_reference"] >= 0.9  # both contenders tracked the same three objects
+
+
+def test_benchmark_latency_mode_times_embedding_and_cached_clicks(video, tmp_path):
+    out = tmp_path / "out.json"
+    command = [sys.executable, str(SCRIPT), "--video", video, "--model", "tiny-random:sam2", "--frames", "3"]
+    subprocess.run([*command, "--latency", "--json", str(out)], check=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert result["frames_clicked"] == 2 and len(result["embed_frame_s"]) == len(result["click_cached_s"]) == 2
+    assert result["embed_frame_median_s"] > 0 and result["click_cached_median_s"] > 0
+
+
 def test_benchmark_edit_mode_reports_the_edit_against_the_whole_track(video, tmp_path):
     out = tmp_path / "edit.json"
     command = [sys.executable, str(SCRIPT), "--video", video, "--model", "tiny-random:sam2", "--frames", "16"]

@@ -96,3 +96,28 @@ def test_install_is_inert_outside_a_frame_and_exact_inside():
         for first, *others in zip(*runs):
             assert all(torch.equal(first, other) for other in others)
     assert not model._segvlm_fast_switch.on  # switched off again when the block ends
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_fast_paths_track_like_transformers_in_bfloat16(model, monkeypatch):
+    """The whole fast frame, compiled kernel included (forced on at this tiny size), against transformers' code."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.base import ObjectPrompt
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    monkeypatch.setattr(cpu_attention, "MIN_SCORES", 0)
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    plain = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"), fast=False)
+    fast = kind(plain.model, plain.processor, plain.config, dtype=torch.bfloat16)
+    assert fast.fast  # on by default
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
+    sessions = plain.start(48, 64), fast.start(48, 64)
+    prompts = [ObjectPrompt(1, box=(8, 8, 40, 40)), ObjectPrompt(2, box=(30, 10, 60, 44))]
+    errors, inter, union = [], 0, 0
+    for index, frame in enumerate(frames):
+        masks = [session.step(frame, prompts if index == 0 else []).masks for session in sessions]
+        errors.append((sessions[0].last_logits - sessions[1].last_logits).abs().max().item())
+        inter, union = inter + (masks[0] & masks[1]).sum(), union + (masks[0] | masks[1]).sum()
+    assert union == 0 or inter / union >= 0.97
+    assert max(errors) < 0.05  # logits within bf16 rounding of transformers'

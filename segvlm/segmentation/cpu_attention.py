@@ -72,16 +72,18 @@ def attention(
     value: torch.Tensor,
     scale: float,
     chunk: int = QUERY_CHUNK,
-    min_scores: int = MIN_SCORES,
+    min_scores: int | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T * scale) v for (..., L, d) queries, (..., N, d) keys and (..., N, dv) values.
 
     ``dv`` may differ from ``d`` (SAM 2's memory values enter before their projection, 64 wide). Returns
     (..., L, dv) in the value dtype. Off the compiled path (float32, GPU, no compiler, fewer than
-    ``min_scores`` query-key pairs) this is exactly ``scaled_dot_product_attention`` when ``dv == d``.
+    ``min_scores`` query-key pairs, default :data:`MIN_SCORES`) this is exactly
+    ``scaled_dot_product_attention`` when ``dv == d``.
     """
     global _unavailable
-    if usable(query) and query.shape[-2] * key.shape[-2] >= min_scores:
+    threshold = MIN_SCORES if min_scores is None else min_scores
+    if usable(query) and query.shape[-2] * key.shape[-2] >= threshold:
         try:
             return _heads(_kernel(), query, key, value, scale, chunk)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: use the portable kernel
