@@ -76,7 +76,7 @@ def segment(
     from segvlm.config import load_config
     from segvlm.errors import ConfigError, SegvlmError, VideoReadError
     from segvlm.export.registry import ExportError, get_format
-    from segvlm.registry import TEXT_NATIVE_SEGMENTERS
+    from segvlm.registry import text_native
     from segvlm.tracking import Pipeline
 
     wanted = [name.strip().lower() for value in formats or [] for name in value.split(",") if name.strip()]
@@ -110,7 +110,7 @@ def segment(
     }
     try:
         settings = load_config(config or preset, overrides=overrides, device=device)
-        if (grounder or grounder_model) and settings.segmenter.name in TEXT_NATIVE_SEGMENTERS:
+        if (grounder or grounder_model) and text_native(settings.segmenter.name):
             raise ConfigError(
                 f"the {settings.segmenter.name} segmenter finds objects from the text itself, so no grounder runs; "
                 "drop --grounder/--grounder-model, or choose a segmenter that tracks a grounder's boxes "
@@ -237,13 +237,13 @@ def write_frames(result, video: str, out: Path) -> list[str]:
 def presets() -> None:
     """List the presets (and the training configs) that ship with segvlm."""
     from segvlm.config import list_presets, load_config
-    from segvlm.registry import TEXT_NATIVE_SEGMENTERS
+    from segvlm.registry import text_native
     from segvlm.training.config import list_train_configs
 
     for name in list_presets():
         settings = load_config(name)
         grounder = f"{settings.grounder.name}:{settings.grounder.model}"
-        if settings.segmenter.name in TEXT_NATIVE_SEGMENTERS:
+        if text_native(settings.segmenter.name):
             grounder = f"none ({settings.segmenter.name} grounds text itself)"
         typer.echo(
             f"{name:12s} grounder={grounder} "
