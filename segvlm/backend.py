@@ -102,7 +102,8 @@ class Backend(ABC):
     @classmethod
     def options_from(cls, config: Any) -> Any:
         """The backend's :attr:`Options` read from ``config.options``; :class:`ConfigError` for an unknown one."""
-        return parse_options(cls.Options, getattr(config, "options", None), f"{cls.kind}.options of {cls.__name__}")
+        where = f"{cls.kind}.options of {getattr(config, 'name', cls.__name__)!r}"
+        return parse_options(cls.Options, getattr(config, "options", None), where)
 
     @classmethod
     def capabilities(cls) -> dict[str, bool]:

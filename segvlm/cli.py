@@ -48,6 +48,16 @@ def segment(
     segmenter_model: Annotated[
         str | None, typer.Option(help="Segmenter checkpoint: a hub id, a local folder or tiny-random:<kind>.")
     ] = None,
+    grounder_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grounder-option", help="A grounder backend option, KEY=VALUE (repeatable), e.g. resize_margin=2"
+        ),
+    ] = None,
+    segmenter_options: Annotated[
+        list[str] | None,
+        typer.Option("--segmenter-option", help="A segmenter backend option, KEY=VALUE (repeatable), e.g. fast=true"),
+    ] = None,
     save_frames: Annotated[
         bool,
         typer.Option("--save-frames", help="Also write the processed frames as JPEG under masks.json's file_names."),
@@ -109,6 +119,9 @@ def segment(
         if name or model
     }
     try:
+        for stage, given in (("grounder", grounder_options), ("segmenter", segmenter_options)):
+            if given:
+                overrides.setdefault(stage, {})["options"] = parse_option_flags(given, f"--{stage}-option")
         settings = load_config(config or preset, overrides=overrides, device=device)
         if (grounder or grounder_model) and text_native(settings.segmenter.name):
             raise ConfigError(
@@ -183,6 +196,25 @@ def segment(
                 f"  #{track.track_id} {track.label}: frames {track.first_frame}-{track.last_frame} "
                 f"({len(track)} frames), score {track.mean_score:.2f}"
             )
+
+
+def parse_option_flags(values: list[str], flag: str) -> dict[str, object]:
+    """``["fast=true", "resize_margin=2"]`` as ``{"fast": True, "resize_margin": 2}``: each value is read as YAML
+    (``true``, ``2``, ``null``), as it would be in a config file."""
+    import yaml
+
+    from segvlm.errors import ConfigError
+
+    options: dict[str, object] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r} is not KEY=VALUE; write it as {flag} fast=true")
+        try:
+            options[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{flag} {item!r}: the value is not readable as YAML; quote it") from None
+    return options
 
 
 def output_folder_problem(out: Path) -> str | None:
