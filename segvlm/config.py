@@ -9,6 +9,11 @@ A layer that switches a backend (``grounder.name``, ``segmenter.name``) without 
 backend's own default checkpoint in the size class of the layer below (``tiny-random:grounding-dino`` over
 the tiny-random preset, ``IDEA-Research/grounding-dino-tiny`` over a real one), so a backend never inherits
 another backend's weights; a model that does not fit its backend is refused before anything loads.
+
+Settings every backend of a stage reads are fields of its config (``GrounderConfig.box_threshold``); the
+settings of one backend only are its ``options`` (``segmenter.options.fast`` for SAM 2), declared by the
+backend's ``Options`` dataclass (:class:`segvlm.backend.Backend`) and checked against it when the config
+loads. A layer that switches the backend drops the options of the one it replaces.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "GROUNDERS",
     "SEGMENTERS",
     "ModelFamily",
+    "backend_class",
     "check_model",
     "default_model",
     "grounder_class",
