@@ -54,6 +54,17 @@ class ModelFamily:
     model_types: frozenset[str]
 
 
+def options_dict(options: Any) -> dict[str, Any]:
+    """A config's ``options`` as a plain mapping: a dict as given, a backend's ``Options`` instance by field."""
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return dataclasses.asdict(options)
+    if isinstance(options, dict):
+        return dict(options)
+    raise ConfigError(f"backend options must be a mapping of option names to values, got {type(options).__name__}")
+
+
 def parse_options(options_class: type, values: Any, where: str) -> Any:
     """``options_class(**values)``, refusing a non-mapping or an unknown option with the list of valid ones."""
     if dataclasses.is_dataclass(values) and not isinstance(values, type):

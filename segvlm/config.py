@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from segvlm.backend import options_dict
 from segvlm.errors import ConfigError, UnknownBackendError
 
 
@@ -46,8 +47,9 @@ class GrounderConfig:
         box_threshold: minimum detection score kept.
         nms_iou: boxes of the same phrase overlapping more than this are suppressed.
         top_k: at most this many boxes per phrase and frame.
-        options: the chosen backend's own settings, checked against its ``Options`` dataclass
-            (``{"resize_margin": None}`` for OWLv2); an unknown one is refused with the valid ones.
+        options: the chosen backend's own settings, a mapping or an instance of its ``Options`` dataclass
+            (``{"resize_margin": None}`` for OWLv2), checked against it; an unknown one is refused with the
+            valid ones.
 
     ``text_threshold``, which earlier versions accepted and no code read, is still accepted and ignored with a
     warning.
@@ -96,8 +98,8 @@ class SegmenterConfig:
         dtype: ``auto`` (bfloat16 on GPUs and on CPUs with native bf16, else float32), ``float32``,
             ``bfloat16`` or ``float16``.
         mask_threshold: logit threshold for binarising masks.
-        options: the chosen backend's own settings, checked against its ``Options`` dataclass
-            (``{"fast": True}`` for SAM 2); an unknown one is refused with the valid ones.
+        options: the chosen backend's own settings, a mapping or an instance of its ``Options`` dataclass
+            (``{"fast": True}`` for SAM 2), checked against it; an unknown one is refused with the valid ones.
     """
 
     name: str = "sam2"
@@ -261,7 +263,7 @@ def merge_layer(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
         if not isinstance(layer, dict) or "name" not in layer or not isinstance(below, dict):
             continue
         if layer["name"] != below.get("name", defaults.name):
-            merged[stage] = {**merged[stage], "options": dict(layer.get("options") or {})}
+            merged[stage] = {**merged[stage], "options": options_dict(layer.get("options"))}
     return merged
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from segvlm.backend import options_dict
 from segvlm.config import PipelineConfig, load_config
 from segvlm.errors import VideoReadError
 from segvlm.grounding.base import Grounder
@@ -580,10 +581,10 @@ class Pipeline:
                 config.grounder.name,
                 config.grounder.model,
                 config.grounder.box_threshold,
-                dict(config.grounder.options),
+                options_dict(config.grounder.options),
             ),
             segmenter=StageRecord(
-                config.segmenter.name, config.segmenter.model, options=dict(config.segmenter.options)
+                config.segmenter.name, config.segmenter.model, options=options_dict(config.segmenter.options)
             ),
             reranker=config.reranker.model if config.reranker.enabled else None,
             tracking=TrackingRecord(config.tracking.reground_every, config.tracking.match_iou),

@@ -100,6 +100,7 @@ def test_a_grounder_keeps_the_contract(grounder):
 def test_a_segmenter_runs_one_clip_of_its_kind(segmenter):
     check_declarations(segmenter)
     assert isinstance(segmenter, Segmenter) and segmenter.kind == "segmenter"
+    assert type(segmenter).text_native is type(segmenter).supports_text  # the earlier name still answers
     clip = [frame(seed) for seed in range(3)]
     if isinstance(segmenter, TextVideoSegmenter):
         assert segmenter.capabilities() == {"prompts": False, "corrections": False, "text": True}
@@ -168,6 +169,9 @@ def test_backend_options_come_from_configs_yaml_and_reach_the_backend(tmp_path):
     assert segmenter_class("sam2")(sam2.model, sam2.processor, config.segmenter, fast=False).fast is False
     owl = grounder_class("owlv2").from_config(config.grounder)
     assert owl.resize_margin == 2.0 and grounder_class("owlv2").resize_margin == 1.25
+    typed = SegmenterConfig(model="tiny-random:sam2", dtype="float32", options=segmenter_class("sam2").Options(True))
+    assert segmenter_class("sam2")(sam2.model, sam2.processor, typed).fast is True
+    assert PipelineConfig(segmenter=typed).to_dict()["segmenter"]["options"] == {"fast": True}
 
 
 def test_switching_a_backend_drops_the_options_of_the_one_it_replaces(tmp_path):

@@ -191,16 +191,12 @@ class Segmenter(Backend):
     per-frame preprocessing, and refusals for the operations of the other kind."""
 
     kind: ClassVar[str] = "segmenter"
+    text_native: ClassVar[bool] = False  # the earlier name of ``supports_text``, kept for code that reads it
 
     @classmethod
     @abstractmethod
     def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> Segmenter:
         """Build the segmenter from ``config`` (its ``model``, ``dtype``, ``mask_threshold`` and ``options``)."""
-
-    @property
-    def text_native(self) -> bool:
-        """True for a segmenter that finds objects from text itself (:attr:`supports_text`)."""
-        return self.supports_text
 
     def preprocess(self, image: np.ndarray):
         """Model input for one frame; safe to call on a background thread. Default: none needed."""
@@ -247,6 +243,7 @@ class TextVideoSegmenter(Segmenter):
     """
 
     supports_text: ClassVar[bool] = True
+    text_native: ClassVar[bool] = True
 
     @abstractmethod
     def start_text(self, height: int, width: int, phrases: Sequence[str]) -> TextSegmenterSession:
