@@ -71,6 +71,7 @@ def check_declarations(backend: Backend) -> None:
     """What every backend class declares, read without building it, agrees with the built backend."""
     cls = type(backend)
     assert not getattr(cls.from_config, "__isabstractmethod__", False)
+    assert cls.from_config.__func__ is not VideoSegmenter.from_config.__func__  # its own, not the refusing default
     assert dataclasses.is_dataclass(cls.Options)
     cls.Options()  # every option has a default: a config without options builds the backend
     assert set(cls.capabilities()) == {"prompts", "corrections", "text"}
