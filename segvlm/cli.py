@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from segvlm.quiet import command as quiet_command
+from segvlm.registry import GROUNDERS, SEGMENTERS
 
 app = typer.Typer(
     name="segvlm",
@@ -36,11 +37,11 @@ def segment(
     config: Annotated[Path | None, typer.Option(help="YAML config file (overrides the preset).")] = None,
     grounder: Annotated[
         str | None,
-        typer.Option(help="Grounder backend: owlv2, grounding-dino; it brings its own default model."),
+        typer.Option(help=f"Grounder backend: {', '.join(GROUNDERS)}; it brings its own default model."),
     ] = None,
     segmenter: Annotated[
         str | None,
-        typer.Option(help="Segmenter backend: sam2, edgetam, sam3, sam; it brings its own default model."),
+        typer.Option(help=f"Segmenter backend: {', '.join(SEGMENTERS)}; it brings its own default model."),
     ] = None,
     grounder_model: Annotated[
         str | None, typer.Option(help="Grounder checkpoint: a hub id, a local folder or tiny-random:<kind>.")
@@ -51,12 +52,18 @@ def segment(
     grounder_options: Annotated[
         list[str] | None,
         typer.Option(
-            "--grounder-option", help="A grounder backend option, KEY=VALUE (repeatable), e.g. resize_margin=2"
+            "--grounder-option",
+            metavar="KEY=VALUE",
+            help="A grounder backend option, KEY=VALUE (repeatable), e.g. resize_margin=2",
         ),
     ] = None,
     segmenter_options: Annotated[
         list[str] | None,
-        typer.Option("--segmenter-option", help="A segmenter backend option, KEY=VALUE (repeatable), e.g. fast=true"),
+        typer.Option(
+            "--segmenter-option",
+            metavar="KEY=VALUE",
+            help="A segmenter backend option, KEY=VALUE (repeatable), e.g. fast=true",
+        ),
     ] = None,
     save_frames: Annotated[
         bool,

@@ -228,3 +228,28 @@ def test_provenance_round_trips_through_its_json_form_keeping_unknown_keys():
     assert Provenance.from_json(data) == record
     assert Provenance.from_json({"preset": "x"}).to_json() == {"preset": "x"}
     assert Provenance.from_json({"annotated_by_hand": True}).annotated_by_hand is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--segmenter-option", "fsat=true"], "unknown option(s) ['fsat'] in segmenter.options of 'sam2'; valid"),
+        (["--segmenter", "edgetam", "--segmenter-option", "fast=true"], "of 'edgetam'; it has no options"),
+        (["--segmenter-option", "fast"], "--segmenter-option 'fast' is not KEY=VALUE"),
+        (["--grounder-option", "margin=1"], "valid options are ['resize_margin']"),
+    ],
+)
+def test_segment_refuses_bad_backend_options_before_loading_anything(tmp_path, args, message):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from segvlm.cli import app
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(frame()).save(photo)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["segment", str(photo), "box", "--out", str(out), "--preset", "tiny-random", *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and not (out / "masks.json").exists()
