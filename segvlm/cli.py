@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from segvlm.quiet import command as quiet_command
+from segvlm.registry import GROUNDERS, SEGMENTERS
 
 app = typer.Typer(
     name="segvlm",
@@ -36,17 +37,33 @@ def segment(
     config: Annotated[Path | None, typer.Option(help="YAML config file (overrides the preset).")] = None,
     grounder: Annotated[
         str | None,
-        typer.Option(help="Grounder backend: owlv2, grounding-dino; it brings its own default model."),
+        typer.Option(help=f"Grounder backend: {', '.join(GROUNDERS)}; it brings its own default model."),
     ] = None,
     segmenter: Annotated[
         str | None,
-        typer.Option(help="Segmenter backend: sam2, edgetam, sam3, sam; it brings its own default model."),
+        typer.Option(help=f"Segmenter backend: {', '.join(SEGMENTERS)}; it brings its own default model."),
     ] = None,
     grounder_model: Annotated[
         str | None, typer.Option(help="Grounder checkpoint: a hub id, a local folder or tiny-random:<kind>.")
     ] = None,
     segmenter_model: Annotated[
         str | None, typer.Option(help="Segmenter checkpoint: a hub id, a local folder or tiny-random:<kind>.")
+    ] = None,
+    grounder_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grounder-option",
+            metavar="KEY=VALUE",
+            help="A grounder backend option, KEY=VALUE (repeatable), e.g. resize_margin=2",
+        ),
+    ] = None,
+    segmenter_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--segmenter-option",
+            metavar="KEY=VALUE",
+            help="A segmenter backend option, KEY=VALUE (repeatable), e.g. fast=true",
+        ),
     ] = None,
     save_frames: Annotated[
         bool,
@@ -76,7 +93,7 @@ def segment(
     from segvlm.config import load_config
     from segvlm.errors import ConfigError, SegvlmError, VideoReadError
     from segvlm.export.registry import ExportError, get_format
-    from segvlm.registry import TEXT_NATIVE_SEGMENTERS
+    from segvlm.registry import text_native
     from segvlm.tracking import Pipeline
 
     wanted = [name.strip().lower() for value in formats or [] for name in value.split(",") if name.strip()]
@@ -109,8 +126,11 @@ def segment(
         if name or model
     }
     try:
+        for stage, given in (("grounder", grounder_options), ("segmenter", segmenter_options)):
+            if given:
+                overrides.setdefault(stage, {})["options"] = parse_option_flags(given, f"--{stage}-option")
         settings = load_config(config or preset, overrides=overrides, device=device)
-        if (grounder or grounder_model) and settings.segmenter.name in TEXT_NATIVE_SEGMENTERS:
+        if (grounder or grounder_model) and text_native(settings.segmenter.name):
             raise ConfigError(
                 f"the {settings.segmenter.name} segmenter finds objects from the text itself, so no grounder runs; "
                 "drop --grounder/--grounder-model, or choose a segmenter that tracks a grounder's boxes "
@@ -185,6 +205,25 @@ def segment(
             )
 
 
+def parse_option_flags(values: list[str], flag: str) -> dict[str, object]:
+    """``["fast=true", "resize_margin=2"]`` as ``{"fast": True, "resize_margin": 2}``: each value is read as YAML
+    (``true``, ``2``, ``null``), as it would be in a config file."""
+    import yaml
+
+    from segvlm.errors import ConfigError
+
+    options: dict[str, object] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r} is not KEY=VALUE; write it as {flag} fast=true")
+        try:
+            options[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{flag} {item!r}: the value is not readable as YAML; quote it") from None
+    return options
+
+
 def output_folder_problem(out: Path) -> str | None:
     """Why ``out`` cannot take the results (checked before any model loads), or None when it can."""
     import os
@@ -237,13 +276,13 @@ def write_frames(result, video: str, out: Path) -> list[str]:
 def presets() -> None:
     """List the presets (and the training configs) that ship with segvlm."""
     from segvlm.config import list_presets, load_config
-    from segvlm.registry import TEXT_NATIVE_SEGMENTERS
+    from segvlm.registry import text_native
     from segvlm.training.config import list_train_configs
 
     for name in list_presets():
         settings = load_config(name)
         grounder = f"{settings.grounder.name}:{settings.grounder.model}"
-        if settings.segmenter.name in TEXT_NATIVE_SEGMENTERS:
+        if text_native(settings.segmenter.name):
             grounder = f"none ({settings.segmenter.name} grounds text itself)"
         typer.echo(
             f"{name:12s} grounder={grounder} "

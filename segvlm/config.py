@@ -9,19 +9,32 @@ A layer that switches a backend (``grounder.name``, ``segmenter.name``) without 
 backend's own default checkpoint in the size class of the layer below (``tiny-random:grounding-dino`` over
 the tiny-random preset, ``IDEA-Research/grounding-dino-tiny`` over a real one), so a backend never inherits
 another backend's weights; a model that does not fit its backend is refused before anything loads.
+
+Settings every backend of a stage reads are fields of its config (``GrounderConfig.box_threshold``); the
+settings of one backend only are its ``options`` (``segmenter.options.fast`` for SAM 2), declared by the
+backend's ``Options`` dataclass (:class:`segvlm.backend.Backend`) and checked against it when the config
+loads. A layer that switches the backend drops the options of the one it replaces.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import inspect
+import warnings
+from dataclasses import InitVar, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from segvlm.backend import options_dict
 from segvlm.errors import ConfigError, UnknownBackendError
+
+
+def warn_ignored(key: str, why: str) -> None:
+    """Warn that a setting earlier versions accepted is ignored, and why (configs that set it still load)."""
+    warnings.warn(f"{key} is ignored: {why}; remove it from the config", FutureWarning, stacklevel=3)
 
 
 @dataclass
@@ -32,17 +45,27 @@ class GrounderConfig:
         name: backend (``owlv2``, ``grounding-dino``); see ``segvlm.registry.GROUNDERS``.
         model: hub id or local folder of the checkpoint (``tiny-random:<name>`` builds a tiny random one).
         box_threshold: minimum detection score kept.
-        text_threshold: minimum token score for Grounding DINO's phrase assignment.
         nms_iou: boxes of the same phrase overlapping more than this are suppressed.
         top_k: at most this many boxes per phrase and frame.
+        options: the chosen backend's own settings, a mapping or an instance of its ``Options`` dataclass
+            (``{"resize_margin": None}`` for OWLv2), checked against it; an unknown one is refused with the
+            valid ones.
+
+    ``text_threshold``, which earlier versions accepted and no code read, is still accepted and ignored with a
+    warning.
     """
 
     name: str = "owlv2"
     model: str = "google/owlv2-base-patch16-ensemble"
     box_threshold: float = 0.2
-    text_threshold: float = 0.25
     nms_iou: float = 0.5
     top_k: int = 10
+    options: dict[str, Any] = field(default_factory=dict)
+    text_threshold: InitVar[float | None] = None
+
+    def __post_init__(self, text_threshold: float | None) -> None:
+        if text_threshold is not None:
+            warn_ignored("grounder.text_threshold", "no grounder reads it (a box's score is its best phrase's)")
 
 
 @dataclass
@@ -75,12 +98,15 @@ class SegmenterConfig:
         dtype: ``auto`` (bfloat16 on GPUs and on CPUs with native bf16, else float32), ``float32``,
             ``bfloat16`` or ``float16``.
         mask_threshold: logit threshold for binarising masks.
+        options: the chosen backend's own settings, a mapping or an instance of its ``Options`` dataclass
+            (``{"fast": True}`` for SAM 2), checked against it; an unknown one is refused with the valid ones.
     """
 
     name: str = "sam2"
     model: str = "facebook/sam2.1-hiera-tiny"
     dtype: str = "auto"
     mask_threshold: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -154,11 +180,15 @@ def from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    init_only = set(inspect.signature(cls).parameters) - set(fields)  # settings kept for old configs
+    unknown = sorted(set(values) - set(fields) - init_only)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys are {sorted(fields)}")
     kwargs = {}
     for name, value in values.items():
+        if name in init_only:
+            kwargs[name] = value
+            continue
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default):
             kwargs[name] = from_dict(type(default), value or {}, f"{where}.{name}")
@@ -194,8 +224,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     data = read_yaml_mapping(path)
     parent = data.pop("extends", None)
     if parent:
-        base = _preset_dict(parent)
-        data = merge_nested(base, with_backend_models(base, data))
+        data = merge_layer(_preset_dict(parent), data)
     return data
 
 
@@ -224,15 +253,42 @@ def with_backend_models(base: dict[str, Any], override: dict[str, Any]) -> dict[
     return result
 
 
+def merge_layer(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base`` as :func:`merge_nested` does, except where ``override`` switches a stage's
+    backend: the new backend gets its own default model (:func:`with_backend_models`) and only the options
+    ``override`` gives it, since the options of the backend below belong to that backend."""
+    merged = merge_nested(base, with_backend_models(base, override))
+    for stage, defaults in STAGE_DEFAULTS.items():
+        layer, below = override.get(stage), base.get(stage)
+        if not isinstance(layer, dict) or "name" not in layer or not isinstance(below, dict):
+            continue
+        if layer["name"] != below.get("name", defaults.name):
+            merged[stage] = {**merged[stage], "options": options_dict(layer.get("options"))}
+    return merged
+
+
+def check_options(config: PipelineConfig) -> None:
+    """Refuse options that the chosen grounder or segmenter does not declare, before anything loads.
+
+    Options of a backend registered by its class name only (a custom backend without ``Options``) are
+    checked when it is built.
+    """
+    from segvlm.registry import grounder_class, segmenter_class, text_native
+
+    segmenter_class(config.segmenter.name).options_from(config.segmenter)
+    if not text_native(config.segmenter.name):
+        grounder_class(config.grounder.name).options_from(config.grounder)
+
+
 def check_models(config: PipelineConfig) -> None:
     """Refuse a grounder or segmenter model that its backend cannot load (see :func:`segvlm.registry.check_model`).
 
     The grounder is not checked when the segmenter finds objects from text itself (SAM 3): it never runs.
     """
-    from segvlm.registry import TEXT_NATIVE_SEGMENTERS, check_model
+    from segvlm.registry import check_model, text_native
 
     check_model("segmenter", config.segmenter.name, config.segmenter.model)
-    if config.segmenter.name not in TEXT_NATIVE_SEGMENTERS:
+    if not text_native(config.segmenter.name):
         check_model("grounder", config.grounder.name, config.grounder.model)
 
 
@@ -253,11 +309,13 @@ def load_config(
     Args:
         preset_or_path: a preset name (see :func:`list_presets`), a YAML file, or None for the defaults.
         overrides: nested dict merged over the file, e.g. ``{"tracking": {"reground_every": 5}}``; a backend
-            switched without a model (``{"grounder": {"name": "grounding-dino"}}``) gets its own default model.
+            switched without a model (``{"grounder": {"name": "grounding-dino"}}``) gets its own default model,
+            and none of the options of the backend it replaces. A backend's own options go under ``options``:
+            ``{"segmenter": {"options": {"fast": True}}}``.
         **top_level: top-level fields, e.g. ``device="cuda"``.
 
     Raises:
-        ConfigError: unknown keys, a missing file, or a model its backend cannot load.
+        ConfigError: unknown keys or backend options, a missing file, or a model its backend cannot load.
         UnknownBackendError: an unknown preset or backend name.
     """
     data: dict[str, Any] = {}
@@ -269,8 +327,9 @@ def load_config(
             data = _read_yaml(path)
         else:
             data = _preset_dict(str(preset_or_path))
-    data = merge_nested(data, with_backend_models(data, overrides or {}))
+    data = merge_layer(data, overrides or {})
     data = merge_nested(data, {key: value for key, value in top_level.items() if value is not None})
     config = from_dict(PipelineConfig, data, "config")
     check_models(config)
+    check_options(config)
     return config

@@ -6,6 +6,10 @@
 * a hub id already in the local cache loads without touching the network;
 * a hub id that cannot be fetched (no network, a typo, a gated model) fails at once with one line that says
   so and how to point at a local folder, instead of a minute of retries and a long traceback.
+
+Backends build their model and processor with :func:`load_model`, which also moves the model to its device in
+evaluation mode and returns a :class:`ModelWeights` record of where the weights came from (random ones
+included), which results carry in their provenance.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +41,45 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    """Where a backend's weights came from.
+
+    Attributes:
+        model: the checkpoint as configured (hub id, folder or ``tiny-random:<kind>``).
+        random: the weights are random (a ``tiny-random:`` model built locally): outputs are meaningless.
+    """
+
+    model: str
+    random: bool = False
+
+    @classmethod
+    def of(cls, model: str) -> ModelWeights:
+        """The record for loading ``model``."""
+        from segvlm.tiny import is_tiny
+
+        return cls(str(model), is_tiny(str(model)))
+
+
+@dataclass
+class LoadedModel:
+    """A model in evaluation mode on its device, its processor, and where its weights came from."""
+
+    model: Any
+    processor: Any
+    weights: ModelWeights
+
+
+def load_model(
+    model_class: Any, processor_class: Any, model: str, device: str = "cpu", dtype: Any = None
+) -> LoadedModel:
+    """``model_class`` and ``processor_class`` loaded from ``model`` with :func:`load_pretrained`; the model on
+    ``device`` in evaluation mode, in ``dtype`` when given (a torch dtype)."""
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    loaded = load_pretrained(model_class, model, **kwargs).to(device).eval()
+    return LoadedModel(loaded, load_pretrained(processor_class, model), ModelWeights.of(model))
 
 
 def _fix(model: str) -> str:

@@ -1,23 +1,42 @@
-"""Backends by name, imported only when built (``"module:Class"`` strings, no heavy import up front).
+"""Backends by name, imported when first asked for (``"module:Class"`` strings; backend modules import no
+torch or transformers until a model is built).
 
-Each backend also says which checkpoints it can load (:class:`ModelFamily`): the one it uses when none is
-named, its tiny random stand-in, and the ``model_type`` values of the checkpoints that fit. Switching a
-backend therefore brings a model that fits it, and :func:`check_model` refuses a checkpoint of another
-family (Grounding DINO on OWLv2's weights) with a message before anything is loaded.
+Each backend class declares which checkpoints it can load (``models``, a :class:`ModelFamily`): the one it
+uses when none is named, its tiny random stand-in, and the ``model_type`` values of the checkpoints that
+fit. Switching a backend therefore brings a model that fits it, and :func:`check_model` refuses a checkpoint
+of another family (Grounding DINO on OWLv2's weights) with a message before anything is loaded.
+
+Adding a backend is one line in :data:`GROUNDERS` or :data:`SEGMENTERS` (see docs/extending.md).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segvlm.backend import ModelFamily
 from segvlm.errors import ConfigError, UnknownBackendError
 from segvlm.tiny import BUILDERS as TINY_BUILDERS
 from segvlm.tiny import PREFIX as TINY_PREFIX
 
+__all__ = [
+    "GROUNDERS",
+    "SEGMENTERS",
+    "ModelFamily",
+    "backend_class",
+    "check_model",
+    "default_model",
+    "grounder_class",
+    "list_grounders",
+    "list_segmenters",
+    "model_family",
+    "segmenter_class",
+    "text_native",
+]
+
+# One line per backend: its name and "module:Class". The class declares the rest (see segvlm.backend.Backend).
 GROUNDERS: dict[str, str] = {
     "owlv2": "segvlm.grounding.owlv2:Owlv2Grounder",
     "grounding-dino": "segvlm.grounding.grounding_dino:GroundingDinoGrounder",
@@ -27,57 +46,10 @@ SEGMENTERS: dict[str, str] = {
     "sam2": "segvlm.segmentation.sam2:Sam2VideoSegmenter",
     "edgetam": "segvlm.segmentation.sam2:EdgeTamVideoSegmenter",
     "sam": "segvlm.segmentation.sam_image:SamImageSegmenter",
-    "sam3": "segvlm.segmentation.sam3:Sam3VideoSegmenter",  # text-native: replaces the grounder too
+    "sam3": "segvlm.segmentation.sam3:Sam3VideoSegmenter",
 }
 
-TEXT_NATIVE_SEGMENTERS = frozenset({"sam3"})  # they find objects from the text themselves: no grounder runs
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """The checkpoints one backend can load.
-
-    Attributes:
-        default: the hub checkpoint used when a backend is chosen without a model.
-        tiny: the tiny random-weight stand-in (``tiny-random:<kind>``) used instead when the configuration
-            around it is tiny (the ``tiny-random`` preset).
-        tiny_kinds: the ``tiny-random:<kind>`` kinds it loads.
-        model_types: the ``model_type`` values (a checkpoint's ``config.json``) it loads.
-    """
-
-    default: str
-    tiny: str
-    tiny_kinds: frozenset[str]
-    model_types: frozenset[str]
-
-
-GROUNDER_MODELS: dict[str, ModelFamily] = {
-    "owlv2": ModelFamily(
-        "google/owlv2-base-patch16-ensemble", "tiny-random:owlv2", frozenset({"owlv2"}), frozenset({"owlv2"})
-    ),
-    "grounding-dino": ModelFamily(
-        "IDEA-Research/grounding-dino-tiny",
-        "tiny-random:grounding-dino",
-        frozenset({"grounding-dino"}),
-        frozenset({"grounding-dino", "mm-grounding-dino"}),
-    ),
-}
-
-SEGMENTER_MODELS: dict[str, ModelFamily] = {
-    "sam2": ModelFamily(
-        "facebook/sam2.1-hiera-tiny",
-        "tiny-random:sam2",
-        frozenset({"sam2", "sam2.1-hiera-tiny-arch"}),
-        frozenset({"sam2", "sam2_video"}),
-    ),
-    "edgetam": ModelFamily(
-        "yonigozlan/EdgeTAM-hf", "tiny-random:edgetam", frozenset({"edgetam"}), frozenset({"edgetam", "edgetam_video"})
-    ),
-    "sam": ModelFamily("facebook/sam-vit-base", "tiny-random:sam", frozenset({"sam"}), frozenset({"sam"})),
-    "sam3": ModelFamily("facebook/sam3", "tiny-random:sam3", frozenset({"sam3"}), frozenset({"sam3", "sam3_video"})),
-}
-
-_STAGES = {"grounder": (GROUNDERS, GROUNDER_MODELS), "segmenter": (SEGMENTERS, SEGMENTER_MODELS)}
+_STAGES = {"grounder": GROUNDERS, "segmenter": SEGMENTERS}
 
 
 def _check_name(table: dict[str, Any], kind: str, name: str) -> None:
@@ -101,6 +73,16 @@ def segmenter_class(name: str) -> Any:
     return _resolve(SEGMENTERS, "segmenter", name)
 
 
+def backend_class(stage: str, name: str) -> Any:
+    """The ``stage`` (``grounder`` or ``segmenter``) class registered under ``name``."""
+    return _resolve(_STAGES[stage], stage, name)
+
+
+def text_native(name: str) -> bool:
+    """Whether the segmenter ``name`` finds objects from text itself (SAM 3), so that no grounder runs."""
+    return bool(getattr(segmenter_class(name), "supports_text", False))
+
+
 def list_grounders() -> list[str]:
     return sorted(GROUNDERS)
 
@@ -112,9 +94,7 @@ def list_segmenters() -> list[str]:
 def model_family(stage: str, name: str) -> ModelFamily | None:
     """The checkpoints the ``stage`` (``grounder`` or ``segmenter``) backend ``name`` loads; None for a backend
     registered without a family (a custom one). Unknown names raise :class:`UnknownBackendError`."""
-    backends, families = _STAGES[stage]
-    _check_name(backends, stage, name)
-    return families.get(name)
+    return getattr(backend_class(stage, name), "models", None)
 
 
 def default_model(stage: str, name: str, tiny: bool = False) -> str:
@@ -161,8 +141,9 @@ def _cached_hub_file(repo_id: str, filename: str) -> Path | None:
 
 def backend_for(stage: str, kind: str, tiny: bool) -> str | None:
     """The ``stage`` backend that loads checkpoints of ``kind`` (a tiny kind when ``tiny``), if any."""
-    for name, family in _STAGES[stage][1].items():
-        if kind in (family.tiny_kinds if tiny else family.model_types):
+    for name in _STAGES[stage]:
+        family = model_family(stage, name)
+        if family is not None and kind in (family.tiny_kinds if tiny else family.model_types):
             return name
     return None
 

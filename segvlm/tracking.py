@@ -20,6 +20,7 @@ segmenter keeps only its memory window, results are stored as RLE.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections import deque
@@ -30,13 +31,21 @@ from typing import Any
 
 import numpy as np
 
+from segvlm.backend import options_dict
 from segvlm.config import PipelineConfig, load_config
 from segvlm.errors import VideoReadError
 from segvlm.grounding.base import Grounder
 from segvlm.grounding.rerank import crop
 from segvlm.masks import RLE, box_iou_matrix, mask_iou
+from segvlm.provenance import Provenance, StageRecord, TrackingRecord
 from segvlm.query import parse_query, source_phrases
-from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
+from segvlm.segmentation.base import (
+    FrameMasks,
+    ObjectPrompt,
+    Segmenter,
+    SegmenterSession,
+    TextVideoSegmenter,
+)
 from segvlm.types import Detection, FramePrompt, FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 from segvlm.video import Frame, FrameSource, prefetch, read_frames
 
@@ -346,13 +355,16 @@ class Pipeline:
 
     Build it from a preset (``Pipeline.from_preset("cpu-fast")``) or a :class:`PipelineConfig`; pass your
     own grounder/segmenter objects to use custom backends. Models load on first use.
+
+    The loop depends on the segmenter's kind: a :class:`VideoSegmenter` tracks the grounder's boxes; a
+    :class:`TextVideoSegmenter` (SAM 3) finds objects from the phrases itself and no grounder runs.
     """
 
     def __init__(
         self,
         config: PipelineConfig | None = None,
         grounder: Grounder | None = None,
-        segmenter: VideoSegmenter | None = None,
+        segmenter: Segmenter | None = None,
         reranker: Any = None,
     ):
         from segvlm.devices import resolve_device
@@ -380,7 +392,7 @@ class Pipeline:
         return self._grounder
 
     @property
-    def segmenter(self) -> VideoSegmenter:
+    def segmenter(self) -> Segmenter:
         if self._segmenter is None:
             from segvlm.registry import segmenter_class
 
@@ -440,15 +452,17 @@ class Pipeline:
         meta = source.meta
         # A path is stored absolute, so that a saved result still finds its video from another folder.
         where = str(Path(meta.source).resolve()) if isinstance(video, (str, Path)) else meta.source
+        tracker_class = _TextNativeTracker if isinstance(self.segmenter, TextVideoSegmenter) else _Tracker
+        provenance = self._provenance(max_frames)
         result = VideoSegmentation(
             info=VideoInfo(where, meta.height, meta.width, source.fps, stride),
             query=parsed.text,
             phrases=list(parsed.phrases),
-            meta=self._provenance(max_frames),
         )
-        tracker_class = _TextNativeTracker if getattr(self.segmenter, "text_native", False) else _Tracker
+        result.provenance = provenance
         tracker = tracker_class(self, parsed.phrases, parsed.text, meta.height, meta.width)
-        log, skip = self._open_log(checkpoint, resume, tracker, result, max_frames)
+        log, skip = self._open_log(checkpoint, resume, tracker, provenance, result, max_frames)
+        stopped_after = None
         started = time.perf_counter()
         try:
             for position, (frame, pixel_values) in enumerate(self._frames(source, skip=skip)):
@@ -476,11 +490,12 @@ class Pipeline:
                     try:
                         on_frame(frame_result, progress)
                     except StopPipeline:
-                        result.meta["stopped_after_frames"] = position + 1
+                        stopped_after = position + 1
                         break
         except VideoReadError as error:
             result.frames = tracker.frames
             result.prompts = getattr(tracker, "prompts", {})
+            result.provenance = dataclasses.replace(provenance, random_weights=self._random_weights())
             error.partial_result = result
             raise
         finally:
@@ -488,7 +503,12 @@ class Pipeline:
                 log.close()
         result.frames = tracker.frames
         result.prompts = getattr(tracker, "prompts", {})
-        result.meta["seconds"] = round(time.perf_counter() - started, 3)
+        result.provenance = dataclasses.replace(
+            provenance,
+            random_weights=self._random_weights(),
+            stopped_after_frames=stopped_after,
+            seconds=round(time.perf_counter() - started, 3),
+        )
         return result
 
     def correct(self, result: VideoSegmentation, video: Any = None, folder: Any = None) -> Any:
@@ -502,7 +522,13 @@ class Pipeline:
         return CorrectionSession.create(result, self, video=video, folder=folder)
 
     def _open_log(
-        self, checkpoint: Any, resume: bool, tracker: Any, result: VideoSegmentation, max_frames: int | None
+        self,
+        checkpoint: Any,
+        resume: bool,
+        tracker: Any,
+        provenance: Provenance,
+        result: VideoSegmentation,
+        max_frames: int | None,
     ) -> tuple[Any, int]:
         """The run log to append to (None without ``checkpoint``) and how many logged frames to skip."""
         from segvlm.runlog import RunLog, RunLogError
@@ -516,9 +542,9 @@ class Pipeline:
             "query": result.query,
             "stride": result.info.stride,
             "max_frames": max_frames,
-            "grounder": result.meta.get("grounder"),
-            "segmenter": result.meta.get("segmenter"),
-            "tracking": result.meta.get("tracking"),
+            "grounder": provenance.grounder.to_json() if provenance.grounder else None,
+            "segmenter": provenance.segmenter.to_json() if provenance.segmenter else None,
+            "tracking": provenance.tracking.to_json() if provenance.tracking else None,
         }
         if not isinstance(tracker, _Tracker):  # SAM 3 keeps its own tracker state: no run log, no resume
             if resume:
@@ -545,22 +571,31 @@ class Pipeline:
 
         return prefetch(prepared(), depth=4)
 
-    def _provenance(self, max_frames: int | None) -> dict[str, Any]:
+    def _provenance(self, max_frames: int | None) -> Provenance:
+        """The record of this run's setup; ``random_weights`` is completed from the loaded models at the end."""
         config = self.config
-        return {
-            "segvlm_version": _version(),
-            "preset": config.preset,
-            "grounder": {
-                "name": config.grounder.name,
-                "model": config.grounder.model,
-                "box_threshold": config.grounder.box_threshold,
-            },
-            "segmenter": {"name": config.segmenter.name, "model": config.segmenter.model},
-            "reranker": config.reranker.model if config.reranker.enabled else None,
-            "tracking": {"reground_every": config.tracking.reground_every, "match_iou": config.tracking.match_iou},
-            "max_frames": max_frames,
-            "random_weights": bool(config.warning) and "random" in (config.warning or ""),
-        }
+        return Provenance(
+            segvlm_version=_version(),
+            preset=config.preset,
+            grounder=StageRecord(
+                config.grounder.name,
+                config.grounder.model,
+                config.grounder.box_threshold,
+                options_dict(config.grounder.options),
+            ),
+            segmenter=StageRecord(
+                config.segmenter.name, config.segmenter.model, options=options_dict(config.segmenter.options)
+            ),
+            reranker=config.reranker.model if config.reranker.enabled else None,
+            tracking=TrackingRecord(config.tracking.reground_every, config.tracking.match_iou),
+            max_frames=max_frames,
+            random_weights=self._random_weights(),
+        )
+
+    def _random_weights(self) -> bool:
+        """Whether any model loaded so far has random weights (each records it where it is loaded)."""
+        loaded = (self._grounder, self._segmenter, self._reranker)
+        return any(bool(getattr(backend, "random_weights", False)) for backend in loaded if backend is not None)
 
 
 def _version() -> str:

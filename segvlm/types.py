@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segvlm.masks import RLE
+from segvlm.provenance import Provenance
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -257,7 +258,8 @@ class VideoSegmentation:
         query: the query as given.
         phrases: the noun phrases that were grounded.
         frames: one :class:`FrameResult` per processed frame, in order.
-        meta: provenance (models, thresholds, preset name), JSON-serialisable.
+        meta: the JSON form of the result's :class:`segvlm.provenance.Provenance` (models, thresholds, preset
+            name), as saved; read and write it typed through :attr:`provenance`.
         prompts: per track id, per source frame index, the prompt the segmenter was given there (the
             grounder's box that started the track, a person's clicks, boxes and painted masks).
         locks: per track id, the source frame indices a person approved (never overwritten by propagation).
@@ -280,6 +282,15 @@ class VideoSegmentation:
             f"size={self.info.width}x{self.info.height}, tracks={self.track_ids}, objects={objects}, "
             f"query={self.query!r})"
         )
+
+    @property
+    def provenance(self) -> Provenance:
+        """What produced this result, as a typed record (read from :attr:`meta`)."""
+        return Provenance.from_json(self.meta)
+
+    @provenance.setter
+    def provenance(self, record: Provenance) -> None:
+        self.meta = record.to_json()
 
     # -- container protocol -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[FrameResult]:

@@ -112,7 +112,7 @@ class ToolRuntime:
             except _TimeLimitReached as stop:
                 raise ToolException(str(stop)) from None
             notes.extend(self._truncation_note(result, path, max_frames, stride))
-            result.meta["agent_seconds"] = round(clock(), 3)
+            result.provenance = dataclasses.replace(result.provenance, agent_seconds=round(clock(), 3))
             self.remember(path, result)
         return PipelineRun(result, notes)
 

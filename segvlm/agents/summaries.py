@@ -255,6 +255,6 @@ def count_summary(result: VideoSegmentation, path: str, kind: str) -> CountSumma
 
 
 def random_weights_warning(result: VideoSegmentation) -> str | None:
-    if result.meta.get("random_weights"):
+    if result.provenance.random_weights:
         return "the pipeline runs random-weight test models: labels, boxes and masks are meaningless"
     return None

@@ -191,6 +191,7 @@ class Project:
 def empty_result(item: MediaItem) -> Any:
     """A result with every frame of the item and no object: the start of annotation by hand."""
     from segvlm.frames import FrameStore
+    from segvlm.provenance import Provenance
     from segvlm.types import FrameResult, VideoInfo, VideoSegmentation
 
     with FrameStore.open(item.source) as frames:
@@ -199,4 +200,4 @@ def empty_result(item: MediaItem) -> Any:
             FrameResult(frames.frame_index(p), frames.height, frames.width, frames.timestamp(p))
             for p in range(len(frames))
         ]
-    return VideoSegmentation(info, "", [], rows, meta={"annotated_by_hand": True})
+    return VideoSegmentation(info, "", [], rows, meta=Provenance(annotated_by_hand=True).to_json())

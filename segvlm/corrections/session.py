@@ -103,7 +103,7 @@ def _segmenter_of(pipe: Any) -> tuple[Any, int]:
     segmenter, min_area = pipe, TrackingConfig().min_mask_area
     if hasattr(pipe, "segmenter") and hasattr(pipe, "config"):
         segmenter, min_area = pipe.segmenter, pipe.config.tracking.min_mask_area
-    if not getattr(segmenter, "supports_prompts", False) or not hasattr(segmenter, "propagate_object"):
+    if not getattr(segmenter, "supports_corrections", False):
         name = type(segmenter).__name__
         raise CorrectionError(
             f"{name} finds objects from text and takes no clicks, boxes or masks, so it cannot re-propagate "

@@ -42,6 +42,7 @@ from segvlm.data.shards import (
     remove_temporaries,
     write_unit_output,
 )
+from segvlm.provenance import Provenance
 
 if TYPE_CHECKING:
     import datasets
@@ -228,7 +229,7 @@ def run_unit(unit: WorkUnit, config: BuildConfig, labeler: Labeler, data_dir: Pa
             continue
         rows.extend(item_rows)
         if not meta and result.meta:
-            meta = provenance(result.meta)
+            meta = provenance(result.provenance)
     label_counts: dict[str, int] = {}
     for row in rows:
         for region in row.regions:
@@ -250,9 +251,10 @@ def run_unit(unit: WorkUnit, config: BuildConfig, labeler: Labeler, data_dir: Pa
 VOLATILE_META_KEYS = frozenset({"seconds", "max_frames"})
 
 
-def provenance(meta: dict[str, Any]) -> dict[str, Any]:
-    """The labeler's metadata as JSON, without per-item values (timings), so equal setups compare equal."""
-    return json.loads(json.dumps({k: v for k, v in meta.items() if k not in VOLATILE_META_KEYS}, default=str))
+def provenance(record: Provenance) -> dict[str, Any]:
+    """The labeler's provenance as JSON, without per-item values (timings), so equal setups compare equal."""
+    data = record.to_json()
+    return json.loads(json.dumps({k: v for k, v in data.items() if k not in VOLATILE_META_KEYS}, default=str))
 
 
 def is_input_error(error: BaseException) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +58,10 @@ def _check_track_ids(result: VideoSegmentation) -> None:
             )
 
 
-def write_png_masks(result: VideoSegmentation, out_dir: str | Path) -> list[Path]:
-    """Write ``{frame_index:05d}.png`` per processed frame and ``objects.json`` into ``out_dir``; returns the paths."""
+def write_png_masks(result: VideoSegmentation, out_dir: str | Path, video: Any = None) -> list[Path]:
+    """Write ``{frame_index:05d}.png`` per processed frame and ``objects.json`` into ``out_dir``; returns the paths.
+
+    ``video`` is not read (the masks are in the result); it is there for the export registry's signature."""
     from PIL import Image
 
     _check_track_ids(result)

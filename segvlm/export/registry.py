@@ -1,9 +1,11 @@
 """The one place that knows segvlm's export formats: names, descriptions, writers and converters.
 
 A format is an :class:`ExportFormat`: a ``write(result, out_dir, video=None) -> [paths]`` for formats that
-produce files, or a ``convert(result) -> value`` for in-memory ones (``supervision``). The CLI, the result
-type and plugins all go through :func:`export`, :func:`get_format` and :func:`list_formats`, so adding a
-format is one :func:`register` call.
+produce files, or a ``convert(result) -> value`` for in-memory ones (``supervision``). Either may be given as
+a ``"module:function"`` string, imported when the format first runs. The CLI, the result type and plugins
+all go through :func:`export`, :func:`get_format` and :func:`list_formats`, so adding a format is one
+:func:`register` call, or for a built-in one, one line in :func:`_builtin_formats` naming its module's writer
+(see docs/extending.md).
 
 The built-in formats register themselves on the first call of :func:`get_format`, :func:`list_formats`,
 :func:`export` or :func:`register`; their writers import their modules (numpy, PIL, PyAV...) only when they
@@ -12,6 +14,7 @@ run, so importing this module costs nothing.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +42,17 @@ class ExportFormat:
         name: the name users pass (``"coco"``, ``"png"``...), lower case.
         description: one line, shown in CLI help.
         write: ``write(result, out_dir: Path, video=None) -> list[Path]`` writes the files into an existing
-            folder and returns their paths; None for formats that only convert.
-        convert: ``convert(result) -> value`` for in-memory formats (``supervision``: ``list[sv.Detections]``).
+            folder and returns their paths; None for formats that only convert. A ``"module:function"``
+            string names it without importing the module until the format runs.
+        convert: ``convert(result) -> value`` for in-memory formats (``supervision``: ``list[sv.Detections]``),
+            or its ``"module:function"`` string.
         needs_frames: True when ``write`` reads the video's pixels (it then always gets a ``video``).
     """
 
     name: str
     description: str
-    write: Callable[..., list[Path]] | None
-    convert: Callable[..., Any] | None = None
+    write: Callable[..., list[Path]] | str | None
+    convert: Callable[..., Any] | str | None = None
     needs_frames: bool = False
 
     def __post_init__(self) -> None:
@@ -59,6 +64,24 @@ class ExportFormat:
     @property
     def writes_files(self) -> bool:
         return self.write is not None
+
+    def writer(self) -> Callable[..., list[Path]]:
+        """The ``write`` function, imported when it was given as ``"module:function"``."""
+        return _function(self.write, self.name)
+
+    def converter(self) -> Callable[..., Any]:
+        """The ``convert`` function, imported when it was given as ``"module:function"``."""
+        return _function(self.convert, self.name)
+
+
+def _function(target: Callable[..., Any] | str | None, name: str) -> Callable[..., Any]:
+    if not isinstance(target, str):
+        return target
+    module_name, _, attribute = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ExportError(f"the {name!r} export format names {target!r}, which cannot be imported: {error}") from None
 
 
 _FORMATS: dict[str, ExportFormat] = {}
@@ -95,24 +118,6 @@ def _write_overlay(result: VideoSegmentation, out_dir: Path, video: Any = None) 
     return [Path(save_overlay(result, str(out_dir / name), video=video))]
 
 
-def _write_png(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
-    from segvlm.export.png_masks import write_png_masks
-
-    return write_png_masks(result, out_dir)
-
-
-def _write_yolo(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
-    from segvlm.export.yolo import write_yolo
-
-    return write_yolo(result, out_dir, video)
-
-
-def _write_ytvis(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
-    from segvlm.export.ytvis import write_ytvis
-
-    return write_ytvis(result, out_dir)
-
-
 def _write_hf_dataset(result: VideoSegmentation, out_dir: Path, video: Any = None) -> list[Path]:
     """One row per processed frame in segvlm.data's schema (image, source, frame_index, regions with COCO RLE),
     saved with ``Dataset.save_to_disk``: ``datasets.load_from_disk(out_dir)`` reads it back."""
@@ -145,14 +150,20 @@ def _builtin_formats() -> list[ExportFormat]:
             _write_overlay,
             needs_frames=True,
         ),
-        ExportFormat("png", "one indexed PNG mask per frame, DAVIS layout (00000.png..., objects.json)", _write_png),
+        ExportFormat(
+            "png",
+            "one indexed PNG mask per frame, DAVIS layout (00000.png..., objects.json)",
+            "segvlm.export.png_masks:write_png_masks",
+        ),
         ExportFormat(
             "yolo",
             "Ultralytics YOLO segmentation dataset (images/, labels/, data.yaml)",
-            _write_yolo,
+            "segvlm.export.yolo:write_yolo",
             needs_frames=True,
         ),
-        ExportFormat("ytvis", "YouTube-VIS 2019/2021 instances JSON, one annotation per track", _write_ytvis),
+        ExportFormat(
+            "ytvis", "YouTube-VIS 2019/2021 instances JSON, one annotation per track", "segvlm.export.ytvis:write_ytvis"
+        ),
         ExportFormat(
             "hf-dataset",
             "Hugging Face dataset (save_to_disk) in segvlm.data's schema: images and COCO RLE regions",
@@ -215,7 +226,7 @@ def export(
     """
     fmt = get_format(format)
     if fmt.write is None:
-        return fmt.convert(result)
+        return fmt.converter()(result)
     if out is None:
         raise ExportError(f"the {fmt.name!r} export writes files; pass out=<folder> (it is created if missing)")
     if video is None:
@@ -229,4 +240,4 @@ def export(
             )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return fmt.write(result, out_dir, video=video)
+    return fmt.writer()(result, out_dir, video=video)

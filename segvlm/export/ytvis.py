@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from segvlm.export.registry import source_stem
 from segvlm.types import VideoSegmentation
@@ -75,8 +76,8 @@ def to_ytvis(result: VideoSegmentation) -> dict:
     }
 
 
-def write_ytvis(result: VideoSegmentation, out_dir: str | Path) -> list[Path]:
-    """Write ``instances.json`` into ``out_dir``; returns its path in a list."""
+def write_ytvis(result: VideoSegmentation, out_dir: str | Path, video: Any = None) -> list[Path]:
+    """Write ``instances.json`` into ``out_dir``; returns its path in a list (``video`` is not read)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "instances.json"

@@ -1,22 +1,36 @@
-"""The grounder interface and the shared post-processing (threshold, per-phrase NMS, top-k)."""
+"""The grounder kind of backend and the shared post-processing (threshold, per-phrase NMS, top-k)."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from segvlm.backend import Backend
 from segvlm.masks import box_iou_matrix
 from segvlm.types import Detection
 
+if TYPE_CHECKING:
+    from segvlm.config import GrounderConfig
 
-class Grounder(ABC):
+
+class Grounder(Backend):
     """Finds boxes for noun phrases in one RGB frame.
 
     Implementations run a detector and return every box above their threshold; :func:`postprocess_detections`
-    applies NMS and top-k the same way for all of them.
+    applies NMS and top-k the same way for all of them. A grounder reads text and takes no prompts; its
+    contract (``from_config``, ``Options``, ``models``) is :class:`segvlm.backend.Backend`'s.
     """
+
+    kind: ClassVar[str] = "grounder"
+    supports_text: ClassVar[bool] = True
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: GrounderConfig, device: str = "cpu") -> Grounder:
+        """Build the grounder from ``config`` (its ``model``, thresholds and ``options``) on ``device``."""
 
     @abstractmethod
     def detect(self, image: np.ndarray, phrases: Sequence[str], query: str = "") -> list[Detection]:

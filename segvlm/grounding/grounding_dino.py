@@ -17,9 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segvlm.backend import ModelFamily
 from segvlm.config import GrounderConfig
 from segvlm.grounding.base import Grounder, postprocess_detections
-from segvlm.loading import load_pretrained
+from segvlm.loading import load_model
 from segvlm.query import TextLimit, source_phrases
 from segvlm.types import Detection
 
@@ -38,6 +39,13 @@ def build_prompt(phrases: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
 class GroundingDinoGrounder(Grounder):
     """Open-vocabulary boxes from Grounding DINO."""
 
+    models = ModelFamily(
+        "IDEA-Research/grounding-dino-tiny",
+        "tiny-random:grounding-dino",
+        frozenset({"grounding-dino"}),
+        frozenset({"grounding-dino", "mm-grounding-dino"}),
+    )
+
     def __init__(self, model, processor, config: GrounderConfig, device: str = "cpu"):
         self.model = model
         self.processor = processor
@@ -55,8 +63,11 @@ class GroundingDinoGrounder(Grounder):
     def from_config(cls, config: GrounderConfig, device: str = "cpu") -> GroundingDinoGrounder:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-        model = load_pretrained(AutoModelForZeroShotObjectDetection, config.model).to(device).eval()
-        return cls(model, load_pretrained(AutoProcessor, config.model), config, device)
+        cls.options_from(config)  # an unknown option is refused before the weights load
+        loaded = load_model(AutoModelForZeroShotObjectDetection, AutoProcessor, config.model, device)
+        grounder = cls(loaded.model, loaded.processor, config, device)
+        grounder.weights = loaded.weights
+        return grounder
 
     def prompt_tokens(self, text: str) -> int:
         """Tokens the model reads for a prompt, special tokens included."""

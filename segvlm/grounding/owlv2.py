@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from segvlm.backend import ModelFamily
 from segvlm.config import GrounderConfig
 from segvlm.grounding.base import Grounder, postprocess_detections
-from segvlm.loading import load_pretrained
+from segvlm.loading import load_model
 from segvlm.query import TextLimit, source_phrases
 from segvlm.types import Detection
 
@@ -16,6 +18,21 @@ from segvlm.types import Detection
 def _prompt(phrase: str) -> str:
     """The text query OWLv2 reads for a phrase (the prompt its ensemble checkpoints were evaluated with)."""
     return f"a photo of a {phrase}"
+
+
+RESIZE_MARGIN = 1.25
+
+
+@dataclass(frozen=True)
+class Owlv2Options:
+    """OWLv2's own settings (``grounder.options``).
+
+    Attributes:
+        resize_margin: a frame whose longer side exceeds this many times the model's input side is shrunk to
+            it before the processor runs (None: never shrink).
+    """
+
+    resize_margin: float | None = RESIZE_MARGIN
 
 
 class Owlv2Grounder(Grounder):
@@ -34,13 +51,18 @@ class Owlv2Grounder(Grounder):
     to fit, with a warning (:class:`segvlm.query.TextLimit`). Any number of phrases is accepted.
     """
 
-    resize_margin: float | None = 1.25  # longer side given to the processor / model input side; None: no shrink
+    Options = Owlv2Options
+    models = ModelFamily(
+        "google/owlv2-base-patch16-ensemble", "tiny-random:owlv2", frozenset({"owlv2"}), frozenset({"owlv2"})
+    )
+    resize_margin: float | None = RESIZE_MARGIN  # longer side given to the processor / model input side
 
     def __init__(self, model, processor, config: GrounderConfig, device: str = "cpu"):
         self.model = model
         self.processor = processor
         self.config = config
         self.device = device
+        self.resize_margin = self.options_from(config).resize_margin
         tokenizer = processor.tokenizer
         self.text_limit = TextLimit(
             "OWLv2",
@@ -52,9 +74,11 @@ class Owlv2Grounder(Grounder):
     def from_config(cls, config: GrounderConfig, device: str = "cpu") -> Owlv2Grounder:
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-        model = load_pretrained(Owlv2ForObjectDetection, config.model).to(device).eval()
-        processor = load_pretrained(Owlv2Processor, config.model)
-        return cls(model, processor, config, device)
+        cls.options_from(config)  # an unknown option is refused before the weights load
+        loaded = load_model(Owlv2ForObjectDetection, Owlv2Processor, config.model, device)
+        grounder = cls(loaded.model, loaded.processor, config, device)
+        grounder.weights = loaded.weights
+        return grounder
 
     def shrink(self, image: np.ndarray) -> np.ndarray:
         """``image`` (H, W, 3) uint8 with its longer side cut to ``resize_margin`` x the model's input side, or

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from segvlm.config import RerankerConfig
+from segvlm.loading import ModelWeights
 from segvlm.query import TextLimit
 from segvlm.tiny import resolve_model
 from segvlm.types import Detection
@@ -62,6 +63,12 @@ class ClipReranker:
         self.config = config
         self.device = device
         self.text_limit = clip_text_limit(tokenizer, model)
+        self.weights: ModelWeights | None = None  # set by from_config
+
+    @property
+    def random_weights(self) -> bool:
+        """True when the CLIP weights are random (a ``tiny-random:`` model)."""
+        return bool(self.weights is not None and self.weights.random)
 
     @classmethod
     def from_config(cls, config: RerankerConfig, device: str = "cpu") -> ClipReranker:
@@ -74,7 +81,9 @@ class ClipReranker:
         elif name.startswith("hf-hub:"):
             pretrained = None
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
-        return cls(model.eval(), preprocess, open_clip.get_tokenizer(name), config, device)
+        reranker = cls(model.eval(), preprocess, open_clip.get_tokenizer(name), config, device)
+        reranker.weights = ModelWeights.of(config.model)
+        return reranker
 
     def image_embeddings(self, crops: list[np.ndarray]) -> np.ndarray:
         """Unit-norm CLIP embeddings of RGB crops: an (N, D) float32 array (used for re-identification too)."""

@@ -1,4 +1,10 @@
-"""The video segmenter interface: a streaming session for the pipeline, per-object propagation for corrections.
+"""The two kinds of segmenter backend: promptable (SAM 2 family) and text-native (SAM 3).
+
+Both are a :class:`Segmenter` (a :class:`segvlm.backend.Backend`): built by ``from_config``, declaring their
+``Options``, checkpoints and what they support. The pipeline picks its loop by kind: a
+:class:`VideoSegmenter` tracks the boxes a grounder finds; a :class:`TextVideoSegmenter` finds and tracks
+objects from the query's phrases itself, so no grounder runs. Asking one kind for the other's operation
+(``start_text`` on SAM 2, ``start`` or a correction on SAM 3) is refused with a message that names the fix.
 
 A :class:`SegmenterSession` is a streaming tracker: ``step(image, prompts)`` adds one frame, applies any
 new prompts on that frame, and returns the masks of every object it tracks. The session keeps only the
@@ -16,11 +22,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from segvlm.backend import Backend
 from segvlm.types import Box
+
+if TYPE_CHECKING:
+    from segvlm.config import SegmenterConfig
 
 
 @dataclass
@@ -135,22 +145,129 @@ class SegmenterSession(ABC):
         """Number of per-frame entries held in the session's state (bounded by its memory window)."""
 
 
-class VideoSegmenter(ABC):
-    """A memory-equipped promptable segmenter (SAM 2 family).
+@dataclass
+class TextFrameMasks:
+    """A text-native segmenter's output for one frame.
 
-    ``supports_prompts`` says whether the segmenter takes clicks, boxes and masks, and so whether a
-    correction session can run on it.
+    Attributes:
+        obj_ids: the segmenter's object ids (0, 1, ...; stable across frames), ascending.
+        labels: for each object, the phrase that found it.
+        masks: (N, H, W) boolean masks at original frame size.
+        scores: (N,) detection probability of each object (from the frame where it was found).
     """
 
-    supports_prompts: bool = True
+    obj_ids: list[int]
+    labels: list[str]
+    masks: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> TextFrameMasks:
+        return cls([], [], np.zeros((0, height, width), dtype=bool), np.zeros((0,), dtype=np.float32))
+
+
+class TextSegmenterSession(ABC):
+    """One streaming session of a text-native segmenter, for a fixed set of phrases and frame size."""
 
     @abstractmethod
-    def start(self, height: int, width: int) -> SegmenterSession:
-        """A new streaming session for frames of this size."""
+    def step(self, image: np.ndarray, pixel_values=None) -> TextFrameMasks:
+        """Add the next frame ((H, W, 3) uint8 RGB) and return every object the segmenter sees in it.
+
+        ``pixel_values`` may carry the output of :meth:`Segmenter.preprocess` computed ahead of time.
+        """
+
+    @property
+    @abstractmethod
+    def obj_ids(self) -> list[int]:
+        """Ids currently tracked (including ones not visible in the last frame)."""
+
+    @abstractmethod
+    def state_size(self) -> int:
+        """Number of per-frame entries held in the session's state (bounded by its memory window)."""
+
+
+class Segmenter(Backend):
+    """What both kinds of segmenter share: construction from a :class:`segvlm.config.SegmenterConfig`,
+    per-frame preprocessing, and refusals for the operations of the other kind."""
+
+    kind: ClassVar[str] = "segmenter"
+    text_native: ClassVar[bool] = False  # the earlier name of ``supports_text``, kept for code that reads it
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> Segmenter:
+        """Build the segmenter from ``config`` (its ``model``, ``dtype``, ``mask_threshold`` and ``options``)."""
 
     def preprocess(self, image: np.ndarray):
         """Model input for one frame; safe to call on a background thread. Default: none needed."""
         return None
+
+    def start(self, height: int, width: int) -> SegmenterSession:
+        """A new streaming session for box, click and mask prompts on frames of this size."""
+        raise self.refuse(
+            "box, click or mask prompts",
+            "it finds objects from text: call start_text(height, width, phrases), or use a promptable segmenter "
+            "(sam2, edgetam, sam) to track boxes",
+        )
+
+    def start_text(self, height: int, width: int, phrases: Sequence[str]) -> TextSegmenterSession:
+        """A new streaming session that finds and tracks every instance of ``phrases`` in frames of this size."""
+        raise self.refuse(
+            "text phrases",
+            "it tracks boxes, clicks and masks: pair it with a grounder (Pipeline does), or use the sam3 "
+            "segmenter to find objects from text",
+        )
+
+    def propagate_object(
+        self,
+        frames: FrameSequence,
+        obj_id: int,
+        prompts: Mapping[int, ObjectPrompt],
+        sweeps: Sequence[Sweep],
+        memory: Any = None,
+    ) -> Iterator[TrackedMask]:
+        """Track one object through ``sweeps`` from its prompts (what a correction session runs)."""
+        raise self.refuse(
+            "corrections (re-propagating an object from clicks, boxes or masks)",
+            "correct the result with a promptable segmenter instead (sam2, edgetam, sam)",
+        )
+
+
+class TextVideoSegmenter(Segmenter):
+    """A segmenter that finds objects from text phrases itself and tracks them (SAM 3).
+
+    The pipeline runs no grounder for it: :meth:`start_text` opens a session for the query's phrases and
+    ``session.step(image)`` returns every object found in that frame, with the segmenter's own ids and the
+    phrase that found each one (:class:`TextFrameMasks`). It takes no prompts, so no correction session runs
+    on it.
+    """
+
+    supports_text: ClassVar[bool] = True
+    text_native: ClassVar[bool] = True
+
+    @abstractmethod
+    def start_text(self, height: int, width: int, phrases: Sequence[str]) -> TextSegmenterSession:
+        """A new streaming session that finds and tracks every instance of ``phrases`` in frames of this size."""
+
+
+class VideoSegmenter(Segmenter):
+    """A memory-equipped promptable segmenter (SAM 2 family): boxes, clicks or masks in, tracked masks out.
+
+    It takes prompts and supports corrections (:meth:`propagate_object`); the pipeline gives it the boxes
+    its grounder finds.
+    """
+
+    supports_prompts: ClassVar[bool] = True
+    supports_corrections: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> VideoSegmenter:
+        """Build the segmenter from ``config``; segmenters that load a model override it."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a config; construct it directly")
+
+    @abstractmethod
+    def start(self, height: int, width: int) -> SegmenterSession:
+        """A new streaming session for frames of this size."""
 
     def track_clip(self, frames: Iterable[np.ndarray], prompts: Sequence[ObjectPrompt]) -> Iterator[FrameMasks]:
         """Track ``prompts`` (given on the first frame) through ``frames`` in a fresh session.

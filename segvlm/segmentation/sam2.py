@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from segvlm.backend import ModelFamily
 from segvlm.config import SegmenterConfig
 from segvlm.devices import resolve_dtype
-from segvlm.loading import load_pretrained
+from segvlm.loading import load_model
 from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
 
 
@@ -148,19 +150,36 @@ class Sam2Session(SegmenterSession):
         session.obj_with_new_inputs = [obj_id for obj_id in session.obj_with_new_inputs if obj_id not in drop]
 
 
+@dataclass(frozen=True)
+class Sam2Options:
+    """SAM 2's own settings (``segmenter.options``).
+
+    Attributes:
+        fast: the fast paths of :mod:`segvlm.segmentation.fast_sam2` (on by default): exact savings in the image
+            encoder in every dtype, and in bf16/fp16 a memory attention with cached keys, values projected after
+            the attention and a compiled chunked CPU kernel (float32 keeps transformers' bits). ``fast: false``
+            runs transformers' code unchanged, for comparison.
+    """
+
+    fast: bool = True
+
+
 class Sam2VideoSegmenter(VideoSegmenter):
     """SAM 2 / 2.1 (``facebook/sam2.1-hiera-tiny``, ``-small``, ``-base-plus``, ``-large``) via transformers."""
 
+    Options = Sam2Options
+    models = ModelFamily(
+        "facebook/sam2.1-hiera-tiny",
+        "tiny-random:sam2",
+        frozenset({"sam2", "sam2.1-hiera-tiny-arch"}),
+        frozenset({"sam2", "sam2_video"}),
+    )
     model_class_name = "Sam2VideoModel"
-    supports_fast_memory = True  # the cached memory attention of segvlm.segmentation.fast_sam2 applies
 
     def __init__(
         self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None, fast: bool | None = None
     ):
-        """``fast`` (default on): the fast paths of :mod:`segvlm.segmentation.fast_sam2`: exact savings in the
-        image encoder in every dtype, and in bf16/fp16 a memory attention with cached keys, values projected
-        after the attention and a compiled chunked CPU kernel (float32 keeps transformers' exact path).
-        ``fast=False`` runs transformers' code unchanged, for comparison."""
+        """``fast``: the fast paths (:class:`Sam2Options`, on by default); None takes it from ``config.options``."""
         import torch
 
         self.model = model
@@ -168,18 +187,23 @@ class Sam2VideoSegmenter(VideoSegmenter):
         self.config = config
         self.device = device
         self.dtype = dtype or torch.float32
-        self.fast = (fast is None or bool(fast)) and self.supports_fast_memory
+        if fast is None:
+            fast = getattr(self.options_from(config), "fast", True)
+        self.fast = bool(fast)
 
     @classmethod
     def from_config(cls, config: SegmenterConfig, device: str = "cpu", fast: bool | None = None) -> Sam2VideoSegmenter:
+        """The segmenter for ``config``; ``fast``, when given, overrides ``config.options``' ``fast``."""
         import transformers
         from transformers import Sam2VideoProcessor
 
+        cls.options_from(config)  # an unknown option is refused before the weights load
         dtype = resolve_dtype(config.dtype, device)
         model_class = getattr(transformers, cls.model_class_name)
-        model = load_pretrained(model_class, config.model, dtype=dtype).to(device).eval()
-        processor = load_pretrained(Sam2VideoProcessor, config.model)
-        return cls(model, processor, config, device, dtype, fast=fast)
+        loaded = load_model(model_class, Sam2VideoProcessor, config.model, device, dtype)
+        segmenter = cls(loaded.model, loaded.processor, config, device, dtype, fast=fast)
+        segmenter.weights = loaded.weights
+        return segmenter
 
     def preprocess(self, image: np.ndarray):
         """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""
@@ -213,4 +237,8 @@ class Sam2VideoSegmenter(VideoSegmenter):
 class EdgeTamVideoSegmenter(Sam2VideoSegmenter):
     """EdgeTAM (``yonigozlan/EdgeTAM-hf``): SAM 2's design with a mobile backbone and a compact memory."""
 
-    model_class_name = "EdgeTamVideoModel"  # fast paths: the image encoder's and the memory self-attention's
+    Options = Sam2Options  # fast paths: the image encoder's and the memory self-attention's
+    models = ModelFamily(
+        "yonigozlan/EdgeTAM-hf", "tiny-random:edgetam", frozenset({"edgetam"}), frozenset({"edgetam", "edgetam_video"})
+    )
+    model_class_name = "EdgeTamVideoModel"

@@ -1,9 +1,10 @@
 """SAM 3 (``facebook/sam3``): text-prompted video segmentation that replaces the grounder + segmenter pair.
 
 SAM 3's video model detects every instance of each text phrase on every frame and tracks them with a
-SAM 2-style memory, assigning its own object ids. The pipeline therefore skips its grounder for a segmenter
-marked ``text_native``: :meth:`Sam3VideoSegmenter.start_text` opens a session for the query's phrases and
-``session.step(image)`` returns every object SAM 3 sees in that frame (:class:`TextFrameMasks`).
+SAM 2-style memory, assigning its own object ids. It is a
+:class:`segvlm.segmentation.base.TextVideoSegmenter`, so the pipeline runs no grounder for it:
+:meth:`Sam3VideoSegmenter.start_text` opens a session for the query's phrases and ``session.step(image)``
+returns every object SAM 3 sees in that frame (:class:`TextFrameMasks`).
 
 The session follows transformers' documented streaming loop (``init_video_session`` without a video,
 ``add_text_prompt``, then ``model(inference_session=..., frame=pixel_values)`` and
@@ -34,38 +35,20 @@ to 32). A longer phrase is cut to its longest prefix that fits, with a warning
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from segvlm.backend import ModelFamily
 from segvlm.config import SegmenterConfig
 from segvlm.devices import resolve_dtype
-from segvlm.loading import load_pretrained
+from segvlm.loading import load_model
 from segvlm.query import TextLimit
+from segvlm.segmentation.base import TextFrameMasks, TextSegmenterSession, TextVideoSegmenter
+
+__all__ = ["SAM3_TEXT_TOKENS", "Sam3TextSession", "Sam3VideoSegmenter", "TextFrameMasks"]
 
 # transformers' Sam3VideoProcessor.add_text_prompt pads (and never truncates) every prompt to this many tokens.
 SAM3_TEXT_TOKENS = 32
-
-
-@dataclass
-class TextFrameMasks:
-    """SAM 3's output for one frame.
-
-    Attributes:
-        obj_ids: SAM 3's object ids (0, 1, ...; stable across frames), ascending.
-        labels: for each object, the phrase that found it.
-        masks: (N, H, W) boolean masks at original frame size.
-        scores: (N,) detection probability of each object (from the frame where it was found).
-    """
-
-    obj_ids: list[int]
-    labels: list[str]
-    masks: np.ndarray
-    scores: np.ndarray
-
-    @classmethod
-    def empty(cls, height: int, width: int) -> TextFrameMasks:
-        return cls([], [], np.zeros((0, height, width), dtype=bool), np.zeros((0,), dtype=np.float32))
 
 
 class _FrameTable(dict):
@@ -91,7 +74,7 @@ class _FrameTable(dict):
         return dict.__len__(self)
 
 
-class Sam3TextSession:
+class Sam3TextSession(TextSegmenterSession):
     """A streaming SAM 3 session for a fixed set of phrases. Create it with :meth:`Sam3VideoSegmenter.start_text`."""
 
     def __init__(self, segmenter: Sam3VideoSegmenter, height: int, width: int, phrases: Sequence[str]):
@@ -188,14 +171,14 @@ class Sam3TextSession:
         return session.processed_frames.stored() + outputs + per_obj_frames + per_frame + histories
 
 
-class Sam3VideoSegmenter:
+class Sam3VideoSegmenter(TextVideoSegmenter):
     """SAM 3 video (``facebook/sam3``) via transformers' ``Sam3VideoModel``: text in, tracked masks out.
 
-    ``text_native`` tells :class:`segvlm.tracking.Pipeline` to skip its grounder and take objects, ids and
-    labels from SAM 3 itself.
+    Being a text-native segmenter, it makes :class:`segvlm.tracking.Pipeline` skip its grounder and take
+    objects, ids and labels from SAM 3 itself; it takes no prompts, so corrections are refused.
     """
 
-    text_native = True
+    models = ModelFamily("facebook/sam3", "tiny-random:sam3", frozenset({"sam3"}), frozenset({"sam3", "sam3_video"}))
 
     def __init__(self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None):
         import torch
@@ -214,10 +197,12 @@ class Sam3VideoSegmenter:
     def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> Sam3VideoSegmenter:
         from transformers import Sam3VideoModel, Sam3VideoProcessor
 
+        cls.options_from(config)  # an unknown option is refused before the weights load
         dtype = resolve_dtype(config.dtype, device)
-        model = load_pretrained(Sam3VideoModel, config.model, dtype=dtype).to(device).eval()
-        processor = load_pretrained(Sam3VideoProcessor, config.model)
-        return cls(model, processor, config, device, dtype)
+        loaded = load_model(Sam3VideoModel, Sam3VideoProcessor, config.model, device, dtype)
+        segmenter = cls(loaded.model, loaded.processor, config, device, dtype)
+        segmenter.weights = loaded.weights
+        return segmenter
 
     def preprocess(self, image: np.ndarray):
         """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""

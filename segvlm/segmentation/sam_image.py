@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segvlm.backend import ModelFamily
 from segvlm.config import SegmenterConfig
 from segvlm.devices import resolve_dtype
-from segvlm.loading import load_pretrained
+from segvlm.loading import load_model
 from segvlm.masks import RLE
 from segvlm.segmentation.base import FrameMasks, ObjectPrompt, SegmenterSession, VideoSegmenter
 
@@ -56,6 +57,8 @@ class SamImageSession(SegmenterSession):
 class SamImageSegmenter(VideoSegmenter):
     """SAM v1 through transformers (``SamModel``); hub ids or local folders."""
 
+    models = ModelFamily("facebook/sam-vit-base", "tiny-random:sam", frozenset({"sam"}), frozenset({"sam"}))
+
     def __init__(self, model, processor, config: SegmenterConfig, device: str = "cpu", dtype=None):
         self.model = model
         self.processor = processor
@@ -67,9 +70,12 @@ class SamImageSegmenter(VideoSegmenter):
     def from_config(cls, config: SegmenterConfig, device: str = "cpu") -> SamImageSegmenter:
         from transformers import SamModel, SamProcessor
 
+        cls.options_from(config)  # an unknown option is refused before the weights load
         dtype = resolve_dtype(config.dtype, device)
-        model = load_pretrained(SamModel, config.model, dtype=dtype).to(device).eval()
-        return cls(model, load_pretrained(SamProcessor, config.model), config, device, dtype)
+        loaded = load_model(SamModel, SamProcessor, config.model, device, dtype)
+        segmenter = cls(loaded.model, loaded.processor, config, device, dtype)
+        segmenter.weights = loaded.weights
+        return segmenter
 
     def start(self, height: int, width: int) -> SamImageSession:
         return SamImageSession(self, height, width)
