@@ -38,6 +38,18 @@ def test_kernel_takes_narrower_values():
     assert (out.float() - weights @ v.float()).abs().max() < 0.02
 
 
+def test_under_a_dispatch_mode_the_kernel_runs_uncompiled(monkeypatch):
+    """A flop counter (as the benchmark uses) cannot trace compiled code: the same maths runs eagerly."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.setattr(cpu_attention, "_kernel", lambda: pytest.fail("compiled under a dispatch mode"))
+    q, k, v = _qkv((1, 1), 256, 256, 32)
+    with FlopCounterMode(display=False) as counter:
+        out = cpu_attention.attention(q, k, v, 0.2, min_scores=0)
+    assert counter.get_total_flops() == 2 * (2 * 256 * 256 * 32)  # q @ k^T and p @ v
+    assert cpu_attention.usable(q) and out.shape == (1, 1, 256, 32)
+
+
 def test_small_attentions_skip_the_compiled_kernel(monkeypatch):
     monkeypatch.setattr(cpu_attention, "_kernel", lambda: pytest.fail("compiled for a small attention"))
     q, k, v = _qkv((1, 1), 64, 64, 16)

@@ -19,6 +19,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 QUERY_CHUNK = 256  # queries per fused graph: (256, ~29 k) float32 scores stay within the L3 cache's reach
 MIN_SCORES = 1 << 22  # smaller attentions (queries x keys) skip the compiled kernel: not worth its first-use compile
@@ -84,14 +85,16 @@ def attention(
     global _unavailable
     threshold = MIN_SCORES if min_scores is None else min_scores
     if usable(query) and query.shape[-2] * key.shape[-2] >= threshold:
+        if _get_current_dispatch_mode() is not None:  # a flop counter or profiler mode: compiled code cannot run
+            return _heads(_chunk, query, key, value, scale, chunk)
         try:
             return _heads(_kernel(), query, key, value, scale, chunk)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: use the portable kernel
             _unavailable = f"{type(error).__name__}: {error}"
             warnings.warn(
                 f"segvlm's fast CPU attention could not be compiled ({_unavailable.splitlines()[0][:200]}); "
-                "using torch's scaled_dot_product_attention instead (slower, same results). Installing a C++ "
-                "compiler (e.g. `apt install g++`) enables it.",
+                "using torch's scaled_dot_product_attention instead (slower, same results). torch.compile needs a "
+                "C++ compiler on CPU (e.g. `apt install g++`).",
                 RuntimeWarning,
                 stacklevel=2,
             )
