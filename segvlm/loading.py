@@ -47,7 +47,7 @@ def _fix(model: str) -> str:
 
 def load_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained(model, **kwargs)`` for a hub id, a local folder or a ``tiny-random:`` name."""
-    from segvlm.tiny import resolve_model
+    from segvlm.resolve import resolve_model
 
     path = resolve_model(model)
     what = getattr(cls, "__name__", "model")

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from segvlm.errors import ConfigError, UnknownBackendError
-from segvlm.tiny import BUILDERS as TINY_BUILDERS
-from segvlm.tiny import PREFIX as TINY_PREFIX
+from segvlm.resolve import PREFIX as TINY_PREFIX
+from segvlm.resolve import TINY_MODELS as TINY_BUILDERS
 
 GROUNDERS: dict[str, str] = {
     "owlv2": "segvlm.grounding.owlv2:Owlv2Grounder",
