@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,12 @@ def test_tiny_model_dir_refuses_a_family_without_a_tiny_model():
         tiny_model_dir("paligemma")
     with pytest.raises(ValueError, match="unknown VLM family 'nope'"):
         tiny_model_dir("nope")
+
+
+def test_the_documented_test_helper_example_runs():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    section = text.split("## Test helpers (segvlm.testing)", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/extending.md", "exec"), {})  # noqa: S102 - the documentation is under test
