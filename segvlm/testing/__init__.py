@@ -32,7 +32,15 @@ _MODELS = (
     "build_sam3",
     "clip_bpe_vocab",
 )
-_VLM = ("REGION_TOKEN", "build_llava", "build_qwen2_5_vl", "build_qwen2_vl", "build_smolvlm", "tiny_model_dir")
+_VLM = (
+    "REGION_TOKEN",
+    "build_idefics3",
+    "build_llava",
+    "build_qwen2_5_vl",
+    "build_qwen2_vl",
+    "build_smolvlm",
+    "tiny_model_dir",
+)
 _MEDIA = ("Sprite", "draw_frame", "render", "write_test_image", "write_test_video", "write_video")
 _LABELERS = ("BusySyntheticLabeler", "SlowSyntheticLabeler", "SyntheticLabeler")
 
@@ -56,6 +64,7 @@ __all__ = [
     "build_clip",
     "build_edgetam",
     "build_grounding_dino",
+    "build_idefics3",
     "build_llava",
     "build_owlv2",
     "build_qwen2_5_vl",
@@ -94,6 +103,7 @@ if TYPE_CHECKING:
     )
     from segvlm.testing.vlm import (
         REGION_TOKEN,
+        build_idefics3,
         build_llava,
         build_qwen2_5_vl,
         build_qwen2_vl,

@@ -95,6 +95,52 @@ def build_smolvlm(folder: str | Path, image_size: int = 64, seed: int = 0) -> Pa
     return folder
 
 
+def build_idefics3(folder: str | Path, image_size: int = 64, seed: int = 0) -> Path:
+    """Idefics3: as :func:`build_smolvlm` (SigLIP patches of 16 px, pixel shuffle with scale_factor 2), with
+    Idefics3's own classes and its ``<|begin_of_text|>`` turn."""
+    import torch
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    folder = Path(folder)
+    rows = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    specials = ["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>", "<|begin_of_text|>"]
+    specials += rows
+    tok = _tokenizer(specials, eos="<end_of_utterance>", pad="<pad>")
+    torch.manual_seed(seed)
+    config = Idefics3Config(
+        text_config=_llama_text(len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id),
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": 16,
+        },
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = Idefics3ForConditionalGeneration(config).eval()
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessor(
+            do_image_splitting=False,
+            size={"longest_edge": image_size},
+            max_image_size={"longest_edge": image_size},
+        ),
+        tokenizer=tok,
+        image_seq_len=(image_size // 16) ** 2 // 4,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def _qwen_tokenizer():
     specials = [
         "<|im_start|>",

@@ -139,6 +139,8 @@ IDEFICS3 = VLMFamily(
     prompt=PromptFormat("<|begin_of_text|>User:{image}{text}<end_of_utterance>\nAssistant:", "<image>", True),
     layout="segvlm.masktok.layouts:Idefics3Layout",
     **_IDEFICS3_PARTS,
+    tiny_kind="idefics3",
+    tiny_builder="segvlm.testing.vlm:build_idefics3",
 )
 QWEN2_VL = VLMFamily(
     name="qwen2_vl",

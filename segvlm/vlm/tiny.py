@@ -8,6 +8,7 @@ from segvlm.lazy import lazy_getattr
 _EXPORTS = (
     "REGION_TOKEN",
     "build",
+    "build_idefics3",
     "build_llava",
     "build_qwen2_5_vl",
     "build_qwen2_vl",
