@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 
 from segvlm.data import BuildConfig, build_dataset, to_coco, with_decoded_masks
-from segvlm.data.testing import SyntheticLabeler, write_test_image, write_test_video
+from segvlm.testing import SyntheticLabeler, write_test_image, write_test_video
 
 
 def main() -> None:

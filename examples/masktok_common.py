@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 import segvlm
+from segvlm.testing.vlm import tiny_model_dir
 from segvlm.types import VideoSegmentation
-from segvlm.vlm.tiny import tiny_model_dir
 
 W, H = 64, 48
 

@@ -706,7 +706,7 @@ def run(
     dtype: str = "auto",
 ) -> Comparison:
     """Generate ``spec``'s videos and annotate them with both arms."""
-    from segvlm.tiny import is_tiny
+    from segvlm.resolve import is_tiny
 
     videos = make_videos(spec)
     arms = []

@@ -125,7 +125,7 @@ def resolve_benchmark_model(model: str) -> str:
 
 
 def resolve_model_path(model: str) -> str:
-    from segvlm.tiny import resolve_model
+    from segvlm.resolve import resolve_model
 
     return resolve_model(model)
 

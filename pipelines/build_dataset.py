@@ -39,7 +39,7 @@ def bench(
     from segvlm.data.builder import BuildConfig, build_dataset
     from segvlm.data.labelers import PresetLabeler, load_labeler
     from segvlm.data.ray_job import RayOptions
-    from segvlm.data.testing import write_test_video
+    from segvlm.testing import write_test_video
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

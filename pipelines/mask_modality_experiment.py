@@ -1189,12 +1189,12 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
     """
     steps = settings.pretrain_steps
     if settings.model is not None:
-        from segvlm.tiny import resolve_model
+        from segvlm.resolve import resolve_model
 
         source, name = resolve_model(settings.model), settings.model.replace("/", "--").replace(":", "-")
         steps = steps or 0
     else:
-        from segvlm.vlm.tiny import build_smolvlm
+        from segvlm.testing.vlm import build_smolvlm
 
         name = f"tiny-smolvlm-{IMAGE_SIZE}px-seed{settings.base_seed}"
         source = str(root / name)

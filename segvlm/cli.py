@@ -248,10 +248,12 @@ def output_folder_problem(out: Path) -> str | None:
 
 
 def write_frames(result, video: str, out: Path) -> list[str]:
-    """Write each processed frame as a JPEG at ``OUT/<file_name>``, the ``file_name`` of its image in masks.json
-    (``<video stem>/<frame index>.jpg``), so that COCO tools find the images the annotations refer to.
+    """Write each processed frame at ``OUT/<file_name>``, the ``file_name`` of its image in masks.json
+    (``<video>/<frame index>.jpg``; a still image keeps its own name, see
+    :func:`segvlm.export.coco.coco_file_name`), so that COCO tools find the images the annotations refer to.
 
-    The frames are decoded again from ``video`` with the result's stride; returns the paths written.
+    The frames are decoded again from ``video`` with the result's stride; returns the paths written. A name
+    that leads back to the source itself (a photo segmented with ``--out`` its own folder) is left as it is.
     """
     from PIL import Image
 
@@ -264,6 +266,8 @@ def write_frames(result, video: str, out: Path) -> list[str]:
         name = names.pop(frame.index, None)
         if name is not None:
             path = out / name
+            if path.resolve() == Path(video).resolve():
+                continue  # the image is already where masks.json says
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(frame.image).save(path, quality=95)
             written.append(str(path))

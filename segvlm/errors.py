@@ -22,6 +22,19 @@ class VideoReadError(SegvlmError):
         self.frames_read = frames_read
 
 
+class FrameIndexError(SegvlmError, IndexError):
+    """A frame index past the end of its source.
+
+    Attributes:
+        index: the index asked for.
+        frames: how many frames the source has.
+    """
+
+    def __init__(self, message: str, index: int, frames: int):
+        super().__init__(message)
+        self.index, self.frames = index, frames
+
+
 class QueryError(SegvlmError):
     """The text query is empty or cannot be parsed into phrases."""
 

@@ -2,7 +2,7 @@
 
 ``load_pretrained(cls, "facebook/sam2.1-hiera-tiny")`` is ``cls.from_pretrained`` with three things added:
 
-* ``tiny-random:<kind>`` names resolve to locally built random-weight folders (:func:`segvlm.tiny.resolve_model`);
+* ``tiny-random:<kind>`` names resolve to locally built random-weight folders (:func:`segvlm.resolve.resolve_model`);
 * a hub id already in the local cache loads without touching the network;
 * a hub id that cannot be fetched (no network, a typo, a gated model) fails at once with one line that says
   so and how to point at a local folder, instead of a minute of retries and a long traceback.
@@ -58,7 +58,7 @@ class ModelWeights:
     @classmethod
     def of(cls, model: str) -> ModelWeights:
         """The record for loading ``model``."""
-        from segvlm.tiny import is_tiny
+        from segvlm.resolve import is_tiny
 
         return cls(str(model), is_tiny(str(model)))
 
@@ -91,7 +91,7 @@ def _fix(model: str) -> str:
 
 def load_pretrained(cls: Any, model: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained(model, **kwargs)`` for a hub id, a local folder or a ``tiny-random:`` name."""
-    from segvlm.tiny import resolve_model
+    from segvlm.resolve import resolve_model
 
     path = resolve_model(model)
     what = getattr(cls, "__name__", "model")

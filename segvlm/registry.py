@@ -18,8 +18,8 @@ from typing import Any
 
 from segvlm.backend import ModelFamily
 from segvlm.errors import ConfigError, UnknownBackendError
-from segvlm.tiny import BUILDERS as TINY_BUILDERS
-from segvlm.tiny import PREFIX as TINY_PREFIX
+from segvlm.resolve import PREFIX as TINY_PREFIX
+from segvlm.resolve import TINY_MODELS as TINY_BUILDERS
 
 __all__ = [
     "GROUNDERS",

@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from segvlm.errors import VideoReadError
+from segvlm.errors import FrameIndexError, VideoReadError
 
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# The suffixes segvlm reads as videos and as images, everywhere (readers, dataset inputs, agents, annotation).
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,28 @@ def read_frames(source: Any, stride: int = 1, max_frames: int | None = None) -> 
     if isinstance(source, FrameSource):
         return source
     return FrameSource(source, stride=stride, max_frames=max_frames)
+
+
+def read_frame(source: Any, index: int) -> Frame:
+    """Frame ``index`` (0-based, in the source) of any input :func:`read_frames` reads, exactly as it yields it.
+
+    A video is indexed and only the frames from the keyframe before ``index`` are decoded
+    (:class:`segvlm.frames.FrameStore`), so asking for a late frame does not decode the whole video; the
+    image is a fresh, writable array. Raises :class:`~segvlm.errors.FrameIndexError` (which says how many
+    frames there are) for an index outside the source, and :class:`~segvlm.errors.VideoReadError` for a source
+    that cannot be read, or that can only be read once (an iterator).
+    """
+    from segvlm.frames import FrameStore  # it builds on this module
+
+    with FrameStore.open(source, cache_frames=0) as frames:
+        if not 0 <= index < len(frames):
+            raise FrameIndexError(
+                f"{frames.source} has {len(frames)} frames, so frame {index} does not exist; "
+                f"pass a frame index from 0 to {len(frames) - 1}",
+                index=index,
+                frames=len(frames),
+            )
+        return Frame(index=index, image=np.array(frames[index]), timestamp=frames.timestamp(index))
 
 
 def prefetch(iterable: Iterable[Any], depth: int = 4) -> Iterator[Any]:

@@ -21,7 +21,7 @@ def build_command(inputs: Path, out: Path, *extra: str, queries: tuple[str, ...]
         str(out),
         *query_args,
         "--labeler",
-        "segvlm.data.testing:SlowSyntheticLabeler",
+        "segvlm.testing:SlowSyntheticLabeler",
         *extra,
     ]
 

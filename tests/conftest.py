@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-# Tiny random checkpoints are built once per test session into this folder (see segvlm.tiny); set before
+# Tiny random checkpoints are built once per test session into this folder (see segvlm.resolve); set before
 # any test imports segvlm so every backend sees it. A fixed folder per user lets repeated runs reuse them.
 os.environ.setdefault("SEGVLM_CACHE", os.path.join(tempfile.gettempdir(), f"segvlm-test-cache-{os.getuid()}"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

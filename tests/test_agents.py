@@ -328,7 +328,7 @@ def test_describe_region_by_track_id_and_by_box(pipeline, root):
 def test_describe_region_through_a_tiny_mask_aware_vlm(pipeline, root, tmp_path):
     """A real segvlm.vlm.MaskAwareVLM (tiny random SmolVLM, set-of-mark tokenizer), given as a folder and
     loaded on the first describe_region call."""
-    from segvlm.vlm.tiny import build_smolvlm
+    from segvlm.testing.vlm import build_smolvlm
 
     folder = build_smolvlm(tmp_path / "smolvlm")
     config = AgentToolsConfig(pipeline=pipeline, roots=[root], vlm=str(folder), max_new_tokens=4)

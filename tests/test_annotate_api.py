@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from fakes import ColourGrounder, ColourSegmenter
 from PIL import Image
-from scenes import Sprite, render, write_video
 
 from segvlm.annotate.drift import track_warnings
 from segvlm.annotate.project import Project, ProjectError, discover
 from segvlm.annotate.server import AnnotationServer
 from segvlm.config import PipelineConfig, TrackingConfig
 from segvlm.masks import RLE
+from segvlm.testing.media import Sprite, render, write_video
 from segvlm.tracking import Pipeline
 
 H, W, N = 48, 96, 24

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from fakes import ColourGrounder, ColourSegmenter
 from PIL import Image
-from scenes import Sprite, render
 
 from segvlm.annotate.project import Project
 from segvlm.annotate.server import AnnotationServer
 from segvlm.config import PipelineConfig, TrackingConfig
 from segvlm.masks import RLE
+from segvlm.testing.media import Sprite, render
 from segvlm.tracking import Pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import ColourSegmenter
-from scenes import Sprite, render
 
 from segvlm.segmentation.base import TrackedMask
+from segvlm.testing.media import Sprite, render
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "pipelines" / "annotation_effort.py"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from scenes import Sprite, render, write_video
 from typer.testing import CliRunner
 
 from segvlm.cli import app
 from segvlm.config import list_presets, load_config
 from segvlm.errors import ConfigError, UnknownBackendError
 from segvlm.registry import check_model, checkpoint_kind
+from segvlm.testing.media import Sprite, render, write_video
 
 runner = CliRunner()
 

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from scenes import Sprite, render, write_video
 from typer.testing import CliRunner
 
 from segvlm.cli import app
+from segvlm.testing.media import Sprite, render, write_video
 
 runner = CliRunner()
 

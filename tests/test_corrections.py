@@ -16,11 +16,11 @@ import textwrap
 import numpy as np
 import pytest
 from fakes import ColourGrounder, ColourSegmenter
-from scenes import Sprite, render, write_video
 
 import segvlm
 from segvlm.config import PipelineConfig, TrackingConfig
 from segvlm.corrections import CorrectionError, CorrectionSession, SessionFolderError
+from segvlm.testing.media import Sprite, render, write_video
 from segvlm.tracking import Pipeline
 
 H, W, N = 48, 96, 60
@@ -279,7 +279,7 @@ def transformers_loop(frames, prompts_by_frame):
     import torch
     from transformers import Sam2VideoModel, Sam2VideoProcessor
 
-    from segvlm.tiny import resolve_model
+    from segvlm.resolve import resolve_model
 
     path = resolve_model("tiny-random:sam2")
     model, processor = Sam2VideoModel.from_pretrained(path).eval(), Sam2VideoProcessor.from_pretrained(path)

@@ -13,7 +13,7 @@ import pytest
 from build_helpers import build_command, check_exactly_once, subprocess_env
 
 from segvlm.data.builder import BuildConfig, BuildMismatchError, build_dataset
-from segvlm.data.testing import SyntheticLabeler, write_test_image, write_test_video
+from segvlm.testing import SyntheticLabeler, write_test_image, write_test_video
 from segvlm.types import VideoSegmentation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def test_cli_builds_and_refuses_mismatch(media, tmp_path):
         "--max-frames",
         "2",
         "--labeler",
-        "segvlm.data.testing:SyntheticLabeler",
+        "segvlm.testing:SyntheticLabeler",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

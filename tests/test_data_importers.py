@@ -20,8 +20,8 @@ from segvlm.data.importers import (
     rows_to_dataset,
     write_rows,
 )
-from segvlm.data.testing import SyntheticLabeler, write_test_video
 from segvlm.data.transforms import decode_regions
+from segvlm.testing import SyntheticLabeler, write_test_video
 
 H, W = 40, 60
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from segvlm.data.builder import BuildConfig, build_dataset, load_built
-from segvlm.data.testing import SyntheticLabeler, write_test_image, write_test_video
+from segvlm.testing import SyntheticLabeler, write_test_image, write_test_video
 
 REPO = Path(__file__).resolve().parents[1]
 LOADING = re.search(r"## Loading\s+```python\n(.*?)```", (REPO / "datasets" / "README.md").read_text(), re.S).group(1)

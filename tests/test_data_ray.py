@@ -13,7 +13,7 @@ from build_helpers import build_command, check_exactly_once, subprocess_env
 
 from segvlm.data.builder import BuildConfig, build_dataset
 from segvlm.data.ray_job import RayOptions
-from segvlm.data.testing import SyntheticLabeler, write_test_image, write_test_video
+from segvlm.testing import SyntheticLabeler, write_test_image, write_test_video
 
 ray = pytest.importorskip("ray")
 

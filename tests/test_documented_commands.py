@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from segvlm.data.testing import write_test_image, write_test_video
+from segvlm.testing import write_test_image, write_test_video
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from pycocotools.coco import COCO
-from scenes import Sprite, render, write_video
+
+from segvlm.testing.media import Sprite, render, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,6 @@ from fakes import ColourGrounder, ColourSegmenter
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
-from scenes import Sprite, render
 
 from segvlm.config import PipelineConfig, TrackingConfig
 from segvlm.errors import SegvlmError
@@ -29,6 +28,7 @@ from segvlm.export.registry import ExportError, ExportFormat, UnknownFormatError
 from segvlm.export.yolo import mask_to_yolo_polygon
 from segvlm.export.ytvis import to_ytvis
 from segvlm.masks import RLE
+from segvlm.testing.media import Sprite, render
 from segvlm.tracking import Pipeline
 from segvlm.types import FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 from segvlm.video import read_frames

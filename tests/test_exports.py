@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
-from scenes import Sprite, render
 
 from segvlm.masks import RLE, box_iou_matrix, mask_iou_matrix
+from segvlm.testing.media import Sprite, render
 from segvlm.types import FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 from segvlm.video import read_frames
 

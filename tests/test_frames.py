@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
-from scenes import write_video
 
 from segvlm.errors import VideoReadError
 from segvlm.frames import FrameStore
+from segvlm.testing.media import write_video
 from segvlm.video import FrameSource, VideoWriter, read_frames
 
 CUT = 12  # a new scene every CUT frames: x264 starts a group of pictures (a keyframe) there

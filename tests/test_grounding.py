@@ -11,7 +11,7 @@ from segvlm.grounding.grounding_dino import GroundingDinoGrounder, build_prompt
 from segvlm.grounding.owlv2 import Owlv2Grounder
 from segvlm.grounding.rerank import ClipReranker, crop
 from segvlm.registry import grounder_class
-from segvlm.tiny import resolve_model
+from segvlm.resolve import resolve_model
 from segvlm.types import Detection
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)

@@ -27,7 +27,7 @@ from segvlm.query import TextLimit, parse_query, source_phrases
 from segvlm.registry import grounder_class
 from segvlm.segmentation.base import FrameMasks, SegmenterSession, VideoSegmenter
 from segvlm.segmentation.sam3 import Sam3VideoSegmenter
-from segvlm.tiny import SAM3_ANCHOR_PHRASES
+from segvlm.testing.models import SAM3_ANCHOR_PHRASES
 from segvlm.types import Detection
 from segvlm.video import read_frames
 

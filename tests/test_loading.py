@@ -14,7 +14,7 @@ from segvlm.loading import ModelLoadError, load_pretrained
 def test_tiny_names_and_folders_load():
     from transformers import Sam2VideoModel
 
-    from segvlm.tiny import resolve_model
+    from segvlm.resolve import resolve_model
 
     assert type(load_pretrained(Sam2VideoModel, "tiny-random:sam2")).__name__ == "Sam2VideoModel"
     assert type(load_pretrained(Sam2VideoModel, resolve_model("tiny-random:sam2"))).__name__ == "Sam2VideoModel"

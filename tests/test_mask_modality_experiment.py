@@ -122,7 +122,7 @@ def test_tags_leave_every_region_untouched_and_stock_marks_do_not(exp):
 
 @pytest.fixture(scope="module")
 def tiny_vlm_dir():
-    from segvlm.tiny import resolve_model
+    from segvlm.resolve import resolve_model
 
     return resolve_model("tiny-random:smolvlm")
 

@@ -7,7 +7,7 @@ import pytest
 
 from segvlm.config import GrounderConfig
 from segvlm.grounding.owlv2 import Owlv2Grounder
-from segvlm.tiny import OWLV2_IMAGE_SIZE
+from segvlm.testing.models import OWLV2_IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")

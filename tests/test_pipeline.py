@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
-from scenes import Sprite, render, write_video
 
 import segvlm
 from segvlm.config import GrounderConfig, PipelineConfig
 from segvlm.errors import QueryError, UnknownBackendError, VideoReadError
+from segvlm.testing.media import Sprite, render, write_video
 from segvlm.tracking import Pipeline
 
 H, W = 72, 128

@@ -12,10 +12,10 @@ import time
 import pytest
 from fakes import ColourGrounder, ColourSegmenter
 from pycocotools.coco import COCO
-from scenes import Sprite, render, write_video
 
 from segvlm.config import PipelineConfig, TrackingConfig
 from segvlm.runlog import RunLogError
+from segvlm.testing.media import Sprite, render, write_video
 from segvlm.tracking import Pipeline
 
 H, W, N = 48, 96, 40

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 from fakes import FixedGrounder
-from scenes import Sprite, render
 from transformers import Sam2VideoModel, Sam2VideoProcessor
 
 from segvlm.config import PipelineConfig, SegmenterConfig, TrackingConfig
 from segvlm.masks import mask_iou
+from segvlm.resolve import resolve_model
 from segvlm.segmentation.base import ObjectPrompt
 from segvlm.segmentation.sam2 import Sam2VideoSegmenter
-from segvlm.tiny import resolve_model
+from segvlm.testing.media import Sprite, render
 from segvlm.tracking import Pipeline
 from segvlm.types import Detection
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scenes import Sprite, render
 from transformers import Sam3VideoModel, Sam3VideoProcessor
 
 from segvlm.config import PipelineConfig, SegmenterConfig
+from segvlm.resolve import resolve_model
 from segvlm.segmentation.sam3 import Sam3VideoSegmenter, TextFrameMasks
-from segvlm.tiny import SAM3_ANCHOR_PHRASES, resolve_model
+from segvlm.testing.media import Sprite, render
+from segvlm.testing.models import SAM3_ANCHOR_PHRASES
 from segvlm.tracking import Pipeline
 
 H, W = 72, 96

@@ -7,9 +7,9 @@ import torch
 from transformers import SamModel, SamProcessor
 
 from segvlm.config import GrounderConfig, PipelineConfig, SegmenterConfig
+from segvlm.resolve import resolve_model
 from segvlm.segmentation.base import ObjectPrompt
 from segvlm.segmentation.sam_image import SamImageSegmenter
-from segvlm.tiny import resolve_model
 from segvlm.tracking import Pipeline
 
 IMAGE = np.random.default_rng(3).integers(0, 255, (90, 160, 3), dtype=np.uint8)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fakes import ColourGrounder, ColourSegmenter
-from scenes import Sprite, render
 
 from segvlm.config import PipelineConfig, TrackingConfig
+from segvlm.testing.media import Sprite, render
 from segvlm.tracking import Pipeline
 
 H, W = 60, 96

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from scenes import Sprite, render, write_video
 
 from segvlm.errors import VideoReadError
+from segvlm.testing.media import Sprite, render, write_video
 from segvlm.video import VideoWriter, prefetch, read_frames, to_rgb_uint8
 
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from segvlm.masktok.pooled import masked_mean
+from segvlm.testing.vlm import tiny_model_dir
 from segvlm.vlm import MaskAwareVLM
-from segvlm.vlm.tiny import tiny_model_dir
 
 FAMILIES = ["smolvlm", "qwen2_vl", "qwen2_5_vl", "llava"]
 SIZE = 64  # every tiny processor keeps a 64x64 image at 64x64, so pixel and patch grids line up

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from segvlm.masks import RLE
+from segvlm.testing.vlm import tiny_model_dir
 from segvlm.types import FrameResult, ObjectMask, VideoInfo, VideoSegmentation
 from segvlm.vlm import MaskAwareVLM, VLMReferringReranker, describe, parse_choice
-from segvlm.vlm.tiny import tiny_model_dir
 
 W, H = 64, 48
 

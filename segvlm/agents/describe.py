@@ -43,19 +43,18 @@ class Region:
 
 def read_frame(path: Path, frame: int, shown: str) -> np.ndarray:
     """The (H, W, 3) uint8 image of source frame ``frame`` of an image or video; a ToolException past the end."""
-    from segvlm.video import read_frames
+    from segvlm.errors import FrameIndexError
+    from segvlm.video import read_frame as read_source_frame
 
-    source = read_frames(str(path))
-    last = -1
-    for decoded in source:
-        if decoded.index == frame:
-            return decoded.image
-        last = decoded.index
-        if decoded.index > frame:
-            break
-    if last == 0:
-        raise ToolException(f"{shown} is a single image; leave frame out (or pass 0), got frame={frame}")
-    raise ToolException(f"frame {frame} is past the end of {shown}, which has {last + 1} frames (0..{last})")
+    try:
+        return read_source_frame(str(path), frame).image
+    except FrameIndexError as error:
+        if error.frames == 1:
+            raise ToolException(f"{shown} is a single image; leave frame out (or pass 0), got frame={frame}") from None
+        last = error.frames - 1
+        raise ToolException(
+            f"frame {frame} is past the end of {shown}, which has {error.frames} frames (0..{last})"
+        ) from None
 
 
 def track_region(result: VideoSegmentation | None, path: Path, shown: str, track_id: int, frame: int | None) -> Region:

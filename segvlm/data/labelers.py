@@ -65,7 +65,7 @@ def load_labeler(spec: str, **kwargs: Any) -> Labeler:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(
-            f"labeler {spec!r} must look like 'package.module:attr', e.g. 'segvlm.data.testing:SyntheticLabeler'"
+            f"labeler {spec!r} must look like 'package.module:attr', e.g. 'segvlm.testing:SyntheticLabeler'"
         )
     try:
         module = importlib.import_module(module_name)

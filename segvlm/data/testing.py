@@ -1,148 +1,18 @@
-"""Small generated media and a model-free labeler, for tests, examples and benchmarks.
-
-:class:`SyntheticLabeler` finds pure red, green and blue blobs by thresholding the decoded frames, so its
-masks are exact and predictable without any model; :func:`write_test_video` draws such blobs moving over a
-black background. Together they exercise every part of the builder (decoding, RLE, shards, resume, Ray)
-in milliseconds.
-"""
+"""Old import path of the dataset builder's test helpers, kept so ``--labeler segvlm.data.testing:SyntheticLabeler``
+and imports written against it keep working; they live in :mod:`segvlm.testing` now."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from pathlib import Path
+from segvlm.lazy import lazy_getattr
 
-import numpy as np
+_EXPORTS = {
+    "SyntheticLabeler": "segvlm.testing.labelers",
+    "SlowSyntheticLabeler": "segvlm.testing.labelers",
+    "BusySyntheticLabeler": "segvlm.testing.labelers",
+    "draw_frame": "segvlm.testing.media",
+    "write_test_video": "segvlm.testing.media",
+    "write_test_image": "segvlm.testing.media",
+}
+__all__ = sorted(_EXPORTS)
 
-from segvlm.masks import RLE
-from segvlm.types import FrameResult, ObjectMask, VideoInfo, VideoSegmentation
-
-_CHANNEL_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
-
-
-def draw_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
-    """An (H, W, 3) uint8 frame: a red square moving right and a green one moving down, on black."""
-    frame = np.zeros((height, width, 3), dtype=np.uint8)
-    side = max(4, min(height, width) // 4)
-    x = (4 + 3 * index) % max(1, width - side)
-    frame[4 : 4 + side, x : x + side] = _CHANNEL_COLOURS[0]
-    y = (4 + 2 * index) % max(1, height - side)
-    frame[y : y + side, width - side - 4 : width - 4] = _CHANNEL_COLOURS[1]
-    return frame
-
-
-def write_test_video(path: str | Path, frames: int = 8, height: int = 48, width: int = 64, fps: int = 8) -> Path:
-    """Write an mp4 (libx264, near-lossless) of :func:`draw_frame` frames with PyAV; returns the path."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
-        stream.options = {"crf": "0", "preset": "ultrafast"}
-        for index in range(frames):
-            image = av.VideoFrame.from_ndarray(draw_frame(index, height, width), format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def write_test_image(path: str | Path, index: int = 0, height: int = 48, width: int = 64) -> Path:
-    """Write one :func:`draw_frame` frame as PNG (lossless, so masks are exact); returns the path."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(draw_frame(index, height, width)).save(path)
-    return path
-
-
-@dataclass
-class SyntheticLabeler:
-    """Labels phrase ``k`` of the query as the pixels where colour channel ``k % 3`` is bright and the
-    others dark (red, green, blue), one track per phrase.
-
-    Attributes:
-        seconds_per_frame: simulated model time per frame, to make builds slow enough to interrupt or
-            to measure scaling.
-        busy: burn CPU for that time (a stand-in for a model) instead of sleeping.
-    """
-
-    seconds_per_frame: float = 0.0
-    busy: bool = False
-    name: str = "synthetic"
-
-    def _work(self) -> None:
-        if self.seconds_per_frame <= 0:
-            return
-        deadline = time.perf_counter() + self.seconds_per_frame
-        if not self.busy:
-            time.sleep(self.seconds_per_frame)
-            return
-        block = np.ones((64, 64), dtype=np.float32)
-        while time.perf_counter() < deadline:
-            block = np.tanh(block @ block)
-
-    def __call__(self, query: str | list[str], source: str, max_frames: int | None, stride: int) -> VideoSegmentation:
-        from segvlm.video import read_frames
-
-        phrases = [query] if isinstance(query, str) else list(query)
-        frames = read_frames(source, stride=stride, max_frames=max_frames)
-        results = []
-        for frame in frames:
-            self._work()
-            image = frame.image.astype(np.int16)  # (H, W, 3)
-            height, width = image.shape[:2]
-            objects = []
-            for k, phrase in enumerate(phrases):
-                channel = k % 3
-                others = [c for c in range(3) if c != channel]
-                mask = (image[:, :, channel] > 127) & (image[:, :, others] < 128).all(axis=2)  # (H, W)
-                if not mask.any():
-                    continue
-                rle = RLE.encode(mask)
-                objects.append(
-                    ObjectMask(
-                        track_id=k + 1,
-                        label=phrase,
-                        phrase=phrase,
-                        score=0.9,
-                        box_xyxy=rle.bbox_xyxy(),
-                        rle=rle,
-                    )
-                )
-            results.append(
-                FrameResult(
-                    frame_index=frame.index,
-                    height=height,
-                    width=width,
-                    timestamp=frame.timestamp,
-                    objects=objects,
-                )
-            )
-        meta = frames.meta
-        return VideoSegmentation(
-            info=VideoInfo(source=str(source), height=meta.height, width=meta.width, fps=meta.fps, stride=stride),
-            query=query if isinstance(query, str) else ", ".join(query),
-            phrases=phrases,
-            frames=results,
-            meta={"labeler": self.name, "thresholds": {"channel_on": 127, "channel_off": 128}},
-        )
-
-
-@dataclass
-class SlowSyntheticLabeler(SyntheticLabeler):
-    """:class:`SyntheticLabeler` that sleeps 50 ms per frame: slow enough to interrupt a build mid-way."""
-
-    seconds_per_frame: float = 0.05
-
-
-@dataclass
-class BusySyntheticLabeler(SyntheticLabeler):
-    """:class:`SyntheticLabeler` that burns 50 ms of CPU per frame: a model stand-in for scaling benchmarks."""
-
-    seconds_per_frame: float = 0.05
-    busy: bool = True
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

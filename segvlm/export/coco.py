@@ -4,6 +4,9 @@ One image entry per processed frame (``id`` = position + 1, ``frame_index`` = so
 per grounded phrase, one annotation per object and frame with ``segmentation`` as compressed RLE and the
 object's ``track_id``. ``save`` adds a ``segvlm`` key (query, phrases, video info, provenance) so that
 ``load`` rebuilds the result exactly; pycocotools ignores it.
+
+:class:`CocoWriter` and :func:`coco_file_name` are the one way segvlm writes COCO: a result here, a dataset in
+:func:`segvlm.data.export.to_coco`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import json
 import math
 import os
 import re
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from segvlm.errors import FormatError
@@ -24,50 +28,118 @@ _REQUIRED = object()  # marks a field without a default in the loader's checks
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", dict: "an object", list: "a list"}
 
 
-def _categories(result: VideoSegmentation) -> dict[str, int]:
-    labels = list(dict.fromkeys([*result.phrases, *(o.label for f in result for o in f)]))
-    return {label: index + 1 for index, label in enumerate(labels)}
+def coco_file_name(source: str, frame_index: int) -> str:
+    """The ``file_name`` of frame ``frame_index`` of ``source``: a still image keeps its own name, a frame of a
+    video, folder or glob is ``<source without suffix>/<frame_index:06d>.jpg``.
+
+    The name is always relative, so images written under it stay inside the folder they are written to: a
+    relative source keeps its folders (a dataset's sources are relative to its root, so names stay unique),
+    an absolute one or one that climbs out with ``..`` keeps only its last part, a glob pattern names its
+    folder, and a source that is no path (``"<frames>"``) is ``frames``.
+    """
+    from segvlm.video import IMAGE_SUFFIXES, has_glob
+
+    path = PurePosixPath(Path(source).as_posix()) if not source.startswith("<") else PurePosixPath("frames")
+    if has_glob(path.name):
+        path = path.parent
+    if path.is_absolute() or ".." in path.parts:
+        path = PurePosixPath(path.name)
+    if not path.name:
+        path = PurePosixPath("frames")
+    if path.suffix.lower() in IMAGE_SUFFIXES and frame_index == 0:
+        return path.as_posix()
+    return f"{path.with_suffix('').as_posix()}/{frame_index:06d}.jpg"
+
+
+@dataclass
+class CocoWriter:
+    """A COCO instances document built one image and one annotation at a time.
+
+    Image ids and annotation ids count from 1 in the order they are added; a category is made for each new
+    label (ids from 1, in first-seen order; add labels up front with :meth:`category` to fix that order).
+    Extra keyword arguments become extra keys of the entry (segvlm's ``source``, ``caption``...), which COCO
+    tools ignore and segvlm's readers use.
+    """
+
+    images: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    categories: dict[str, int] = field(default_factory=dict)
+
+    def category(self, label: str) -> int:
+        """The id of ``label``'s category, made when new."""
+        return self.categories.setdefault(label, len(self.categories) + 1)
+
+    def add_image(
+        self, source: str, frame_index: int, height: int, width: int, timestamp: float | None, /, **extra: Any
+    ) -> dict[str, Any]:
+        """Add frame ``frame_index`` of ``source``, named by :func:`coco_file_name`; returns its entry (a dataset
+        also records the ``source`` itself, as an extra key)."""
+        entry = {
+            "id": len(self.images) + 1,
+            "file_name": coco_file_name(source, frame_index),
+            "height": height,
+            "width": width,
+            **extra,
+            "frame_index": frame_index,
+            "timestamp": timestamp,
+        }
+        self.images.append(entry)
+        return entry
+
+    def add_annotation(
+        self,
+        image_id: int,
+        label: str,
+        segmentation: dict[str, Any],
+        area: int,
+        box_xyxy: tuple[float, float, float, float],
+        score: float,
+        track_id: int,
+        phrase: str,
+        **extra: Any,
+    ) -> None:
+        """Add one object on image ``image_id``: its RLE ``segmentation``, its box (written as COCO's xywh)."""
+        x0, y0, x1, y1 = box_xyxy
+        self.annotations.append(
+            {
+                "id": len(self.annotations) + 1,
+                "image_id": image_id,
+                "category_id": self.category(label),
+                "segmentation": segmentation,
+                "area": area,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "iscrowd": 0,
+                "score": score,
+                "track_id": track_id,
+                "phrase": phrase,
+                **extra,
+            }
+        )
+
+    def document(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The COCO instances dict with ``info``."""
+        return {
+            "info": info,
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": [
+                {"id": cid, "name": name, "supercategory": "object"} for name, cid in self.categories.items()
+            ],
+        }
 
 
 def to_coco(result: VideoSegmentation) -> dict:
     """The result as a COCO instances dict (boxes xywh, RLE masks at original size)."""
-    categories = _categories(result)
-    stem = Path(result.info.source).stem if not result.info.source.startswith("<") else "frames"
-    images, annotations = [], []
-    for position, frame in enumerate(result):
-        image_id = position + 1
-        images.append(
-            {
-                "id": image_id,
-                "file_name": f"{stem}/{frame.frame_index:06d}.jpg",
-                "height": frame.height,
-                "width": frame.width,
-                "frame_index": frame.frame_index,
-                "timestamp": frame.timestamp,
-            }
-        )
+    writer = CocoWriter()
+    for label in dict.fromkeys([*result.phrases, *(o.label for f in result for o in f)]):
+        writer.category(label)  # the phrases first, in query order
+    for frame in result:
+        image = writer.add_image(result.info.source, frame.frame_index, frame.height, frame.width, frame.timestamp)
         for obj in frame:
-            x0, y0, x1, y1 = obj.box_xyxy
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": categories[obj.label],
-                    "segmentation": obj.rle.to_coco(),
-                    "area": obj.area,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "iscrowd": 0,
-                    "score": obj.score,
-                    "track_id": obj.track_id,
-                    "phrase": obj.phrase,
-                }
+            writer.add_annotation(
+                image["id"], obj.label, obj.rle.to_coco(), obj.area, obj.box_xyxy, obj.score, obj.track_id, obj.phrase
             )
-    return {
-        "info": {"description": f"segvlm masks for {result.query!r}", "source": result.info.source},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": cid, "name": name, "supercategory": "object"} for name, cid in categories.items()],
-    }
+    return writer.document({"description": f"segvlm masks for {result.query!r}", "source": result.info.source})
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

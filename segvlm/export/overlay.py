@@ -7,33 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from segvlm.palette import PALETTE as OBJECT_PALETTE
 from segvlm.types import FrameResult, VideoSegmentation
 from segvlm.video import VideoWriter, read_frames
 
-# A fixed, well-separated palette (RGB); track ids cycle through it so colours stay stable across frames.
-PALETTE = np.array(
-    [
-        (230, 25, 75),
-        (60, 180, 75),
-        (255, 225, 25),
-        (0, 130, 200),
-        (245, 130, 48),
-        (145, 30, 180),
-        (70, 240, 240),
-        (240, 50, 230),
-        (210, 245, 60),
-        (250, 190, 212),
-        (0, 128, 128),
-        (220, 190, 255),
-        (170, 110, 40),
-        (255, 250, 200),
-        (128, 0, 0),
-        (170, 255, 195),
-        (128, 128, 0),
-        (255, 215, 180),
-    ],
-    dtype=np.float32,
-)
+# Track ids cycle through the palette so colours stay stable across frames.
+PALETTE = np.array(OBJECT_PALETTE, dtype=np.float32)
 
 
 def color_for(track_id: int) -> tuple[int, int, int]:

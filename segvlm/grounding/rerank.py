@@ -20,7 +20,7 @@ import numpy as np
 from segvlm.config import RerankerConfig
 from segvlm.loading import ModelWeights
 from segvlm.query import TextLimit
-from segvlm.tiny import resolve_model
+from segvlm.resolve import resolve_model
 from segvlm.types import Detection
 
 

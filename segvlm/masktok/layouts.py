@@ -14,7 +14,7 @@ and knows which module embeds patches, for the mask-in-encoder design.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,9 +67,8 @@ def _coverage(binary: torch.Tensor, soft: torch.Tensor, reduce) -> torch.Tensor:
 
 
 class VisionLayout:
-    """Base class; one subclass per family. Build with :func:`layout_for`."""
-
-    model_types: ClassVar[tuple[str, ...]] = ()
+    """Base class; one subclass per family, named by the family's record
+    (:attr:`segvlm.vlm.families.VLMFamily.layout`). Build with :func:`layout_for`."""
 
     def __init__(self, model: nn.Module, processor: Any):
         self.model, self.processor = model, processor
@@ -132,8 +131,6 @@ class Idefics3Layout(VisionLayout):
     """Idefics3 / SmolVLM: image split into square tiles (+ a global tile), padded to the batch's largest,
     SigLIP patches, then pixel shuffle with ``scale_factor`` (s x s patches -> one LM token)."""
 
-    model_types = ("idefics3", "smolvlm")
-
     @property
     def patch_size(self):
         return self.model.config.vision_config.patch_size
@@ -193,8 +190,6 @@ class Qwen2VLLayout(VisionLayout):
     """Qwen2-VL: smart resize to multiples of ``patch * merge``, patches flattened in 2x2 merge order, then
     each 4 consecutive patches merged into one LM token (``spatial_merge_size`` 2)."""
 
-    model_types = ("qwen2_vl",)
-
     @property
     def _vision_config(self):
         return self.model.config.vision_config
@@ -250,8 +245,6 @@ class Qwen25VLLayout(Qwen2VLLayout):
     """Qwen2.5-VL: as Qwen2-VL, but the tower reorders merge units into attention windows; intermediate
     hidden states come out in window order and are put back in patch order here."""
 
-    model_types = ("qwen2_5_vl",)
-
     @property
     def vision_width(self):
         return self._vision_config.hidden_size
@@ -268,8 +261,6 @@ class Qwen25VLLayout(Qwen2VLLayout):
 class LlavaLayout(VisionLayout):
     """LLaVA: CLIP resize + centre crop to a fixed square, one token per patch (CLS dropped by the
     ``default`` feature strategy), no merging."""
-
-    model_types = ("llava",)
 
     @property
     def _vision_config(self):
@@ -319,17 +310,16 @@ class LlavaLayout(VisionLayout):
         return torch.cat([output[:, :1], output[:, 1:] + extra.to(output.dtype)], dim=1)
 
 
-LAYOUTS: tuple[type[VisionLayout], ...] = (Idefics3Layout, Qwen2VLLayout, Qwen25VLLayout, LlavaLayout)
-
-
 def layout_for(model: nn.Module, processor: Any) -> VisionLayout:
-    """The layout of ``model``'s family; a ValueError listing the supported ones otherwise."""
+    """The layout of ``model``'s family (its :class:`~segvlm.vlm.families.VLMFamily` record); a ValueError
+    listing the supported model types otherwise."""
+    from segvlm.vlm.families import family_for, layout_model_types
+
     model_type = model.config.model_type
-    for cls in LAYOUTS:
-        if model_type in cls.model_types:
-            return cls(model, processor)
-    supported = sorted(t for cls in LAYOUTS for t in cls.model_types)
+    family = family_for(model_type)
+    if family is not None and family.layout is not None:
+        return family.layout_class()(model, processor)
     raise ValueError(
-        f"no vision layout for model_type {model_type!r}; the pooled and encoder designs support {supported} "
-        "(the text and set_of_mark designs work with any VLM)"
+        f"no vision layout for model_type {model_type!r}; the pooled and encoder designs support "
+        f"{layout_model_types()} (the text and set_of_mark designs work with any VLM)"
     )

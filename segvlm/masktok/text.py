@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from segvlm.masktok.base import MaskTokenizer, MaskTokens
-from segvlm.masktok.coords import FORMATS, CoordinateFormat, ParsedRegion, Qwen25VLBoxFormat, mask_to_polygon
+from segvlm.masktok.coords import FORMATS, CoordinateFormat, ParsedRegion, mask_to_polygon
 from segvlm.masktok.regions import region_masks
-
-#: the native format of each model_type; the rest get the generic ``[x1,y1,x2,y2]``
-FAMILY_FORMATS = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "paligemma": "paligemma", "kosmos-2": "kosmos2"}
+from segvlm.vlm.families import coordinate_format, family_for
 
 
 class TextMaskTokenizer(MaskTokenizer):
@@ -23,7 +21,8 @@ class TextMaskTokenizer(MaskTokenizer):
 
     Args:
         format: a :class:`CoordinateFormat`, a format name (``"generic"``, ``"qwen2_vl"``, ``"qwen2_5_vl"``,
-            ``"paligemma"``, ``"kosmos2"``), or ``"auto"`` to take the bound VLM family's own format.
+            ``"paligemma"``, ``"kosmos2"``), or ``"auto"`` to take the bound VLM family's own format (its
+            :attr:`segvlm.vlm.families.VLMFamily.coordinates`; ``"generic"`` for a family segvlm does not know).
         polygon_points: when > 0, append a ``<poly>`` of this many vertices after the box.
         max_regions: budget of regions per image.
     """
@@ -41,11 +40,10 @@ class TextMaskTokenizer(MaskTokenizer):
     def bind(self, vlm) -> None:
         super().bind(vlm)
         if self.format_name == "auto":
-            name = FAMILY_FORMATS.get(vlm.model_type, "generic")
-            if name == "qwen2_5_vl":
-                self.format = Qwen25VLBoxFormat.from_processor(vlm.processor.image_processor)
-            else:
-                self.format = FORMATS[name]()
+            family = family_for(vlm.model_type)
+            name = family.coordinates if family is not None else "generic"
+            image_processor = getattr(getattr(vlm, "processor", None), "image_processor", None)
+            self.format = coordinate_format(name, image_processor)
 
     @property
     def coordinate_format(self) -> CoordinateFormat:

@@ -14,21 +14,8 @@ import numpy as np
 
 from segvlm.masktok.base import MaskTokenizer, MaskTokens
 from segvlm.masktok.regions import region_masks
+from segvlm.palette import MARK_PALETTE as PALETTE
 
-PALETTE = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-    (170, 110, 40),
-]
 STYLES = ("alpha", "contour", "number")
 
 

@@ -33,12 +33,11 @@ from torch import nn
 
 from segvlm.training.config import TrainConfig
 from segvlm.training.data import RegionBatch, RegionExamples, example_order, load_region_dataset, split_by_source
+from segvlm.vlm.families import CONNECTOR_MODULES, VISION_MODULES, VLMFamily
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "trainable.safetensors"
-CONNECTOR_KEYS = ("connector", "merger", "multi_modal_projector")
-VISION_KEYS = ("vision_model", "visual", "vision_tower")
 
 
 @dataclass
@@ -90,11 +89,17 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def param_group(name: str) -> str:
-    """``"connector"``, ``"vision"`` or ``"lm"``: which part of a VLM a parameter name belongs to."""
-    if any(key in name for key in CONNECTOR_KEYS):
+def param_group(name: str, family: VLMFamily | None = None) -> str:
+    """``"connector"``, ``"vision"`` or ``"lm"``: which part of a VLM a parameter name belongs to.
+
+    The family's record names its connector and vision modules; without a family (a model segvlm has no
+    record of) the names of every known family are tried.
+    """
+    if family is not None and (family.connector_modules or family.vision_modules):
+        return family.param_group(name) or "lm"
+    if any(part in name for part in CONNECTOR_MODULES):
         return "connector"
-    if any(key in name for key in VISION_KEYS):
+    if any(part in name for part in VISION_MODULES):
         return "vision"
     return "lm"
 
@@ -230,7 +235,7 @@ class Trainer:
             inject_adapter_in_model(self.lora_config, vlm.model)  # in place: the model keeps its class
         wanted = {"lm": cfg.trainable.lm, "connector": cfg.trainable.connector, "vision": cfg.trainable.vision}
         for name, param in vlm.model.named_parameters():
-            param.requires_grad = ("lora_" in name and lora.enabled) or wanted[param_group(name)]
+            param.requires_grad = ("lora_" in name and lora.enabled) or wanted[param_group(name, vlm.family)]
         if isinstance(tokenizer, nn.Module):
             for param in tokenizer.parameters():
                 param.requires_grad = cfg.trainable.mask_tokenizer

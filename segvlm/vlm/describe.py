@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -20,20 +18,22 @@ if TYPE_CHECKING:
 def read_frame(video: str | Path, frame_index: int) -> Image.Image:
     """Source frame ``frame_index`` (0-based) of a video, an image, a folder of frames or a glob pattern.
 
-    Frames are read as the pipeline read them (:class:`segvlm.frames.FrameStore`): a photo is upright as its
+    Frames are read as the pipeline read them (:func:`segvlm.video.read_frame`): a photo is upright as its
     EXIF orientation says, so it lines up with masks computed on it.
     """
     from PIL import Image
 
-    from segvlm.frames import FrameStore
+    from segvlm.errors import FrameIndexError
+    from segvlm.video import read_frame as read_source_frame
 
-    with FrameStore.open(video, cache_frames=0) as frames:
-        if not 0 <= frame_index < len(frames):
-            raise ValueError(
-                f"{video} has {len(frames)} frames, so frame {frame_index} does not exist; "
-                "pass a frame_index of the result (result.frame(...)) that is inside the video"
-            )
-        return Image.fromarray(np.array(frames[frame_index]))
+    try:
+        frame = read_source_frame(video, frame_index)
+    except FrameIndexError as error:
+        raise ValueError(
+            f"{video} has {error.frames} frames, so frame {frame_index} does not exist; "
+            "pass a frame_index of the result (result.frame(...)) that is inside the video"
+        ) from None
+    return Image.fromarray(frame.image)
 
 
 def describe(

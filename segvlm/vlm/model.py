@@ -25,7 +25,7 @@ from segvlm.masktok.base import (
     make_mask_tokenizer,
     read_config,
 )
-from segvlm.vlm.families import prompt_format
+from segvlm.vlm.families import GENERIC, VLMFamily, family_for
 
 ADDED_TOKENS_NAME = "masktok_added_tokens.safetensors"
 
@@ -65,7 +65,9 @@ class MaskAwareVLM:
     def __init__(self, model: torch.nn.Module, processor: Any, mask_tokenizer: MaskTokenizer, model_id: str = ""):
         self.model, self.processor, self.model_id = model, processor, model_id
         self.model_type: str = model.config.model_type
-        self.prompt_format = prompt_format(self.model_type)
+        #: the family's record (prompt, coordinates, layout, module names); None for a family segvlm does not know
+        self.family: VLMFamily | None = family_for(self.model_type)
+        self.prompt_format = self.family.prompt if self.family is not None else GENERIC
         self.added_tokens: list[str] = []
         self._layout = None
         self.mask_tokenizer = mask_tokenizer
@@ -94,7 +96,7 @@ class MaskAwareVLM:
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from segvlm.tiny import resolve_model
+        from segvlm.resolve import resolve_model
 
         base, added = resolve_model(str(model_id_or_folder)), None
         record = read_config(base) if Path(base).is_dir() else None
