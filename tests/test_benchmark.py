@@ -20,6 +20,8 @@ SPEED_KEYS = {
     "segvlm_s_per_frame": float,
     "hf_loop_s_per_frame": float,
     "speedup_vs_best_peer": float,
+    "steady_speedup_vs_best_peer": float,
+    "steady_speedup_vs_hf_loop": float,
     "gflop_per_frame": float,
     "fraction_of_peak": float,
     "mask_iou_vs_reference": float,
