@@ -110,14 +110,19 @@ def test_install_is_inert_outside_a_frame_and_exact_inside():
     assert not model._segvlm_fast_switch.on  # switched off again when the block ends
 
 
-@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
-def test_fast_paths_track_like_transformers_in_bfloat16(model, monkeypatch):
-    """The whole fast frame, compiled kernel included (forced on at this tiny size), against transformers' code."""
+@pytest.mark.parametrize(
+    ("model", "kernel"), [("tiny-random:sam2", True), ("tiny-random:edgetam", True), ("tiny-random:sam2", False)]
+)
+def test_fast_paths_track_like_transformers_in_bfloat16(model, kernel, monkeypatch):
+    """The whole fast frame, compiled kernel included (forced on at this tiny size), against transformers' code;
+    and without the CPU kernel, as on a GPU (cached keys, values projected before a fused attention)."""
     from segvlm.config import SegmenterConfig
     from segvlm.segmentation.base import ObjectPrompt
     from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
 
     monkeypatch.setattr(cpu_attention, "MIN_SCORES", 0)
+    if not kernel:
+        monkeypatch.setattr(cpu_attention, "usable", lambda query: False)
     kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
     plain = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"), fast=False)
     fast = kind(plain.model, plain.processor, plain.config, dtype=torch.bfloat16)

@@ -197,10 +197,14 @@ def _cross_attention(
         keys.append(cross.k_proj(pointer_inputs + pointer_pos).view(*shape).transpose(1, 2))  # (B, heads, P, d)
         values = torch.cat([values, pointer_inputs], dim=2)  # (B, 1, N, C_mem)
     k = torch.cat(keys, dim=2)  # (B, heads, N, head_dim)
-    mixed = cpu_attention.attention(q, k, values.expand(-1, heads, -1, -1), cross.scaling)  # (B, heads, HW, C_mem)
-    weight = cross.v_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, C_mem)
-    out = torch.matmul(mixed, weight.transpose(-1, -2))  # (B, heads, HW, head_dim)
-    out = out + cross.v_proj.bias.view(heads, 1, head_dim)
+    if cpu_attention.usable(q):
+        mixed = cpu_attention.attention(q, k, values.expand(-1, heads, -1, -1), cross.scaling)  # (B, heads, HW, C_mem)
+        weight = cross.v_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, C_mem)
+        out = torch.matmul(mixed, weight.transpose(-1, -2))  # (B, heads, HW, head_dim)
+        out = out + cross.v_proj.bias.view(heads, 1, head_dim)
+    else:  # GPU: the fused attention kernel wants equal widths; project the values first
+        v = cross.v_proj(values).view(*shape).transpose(1, 2)  # (B, heads, N, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, scale=cross.scaling)  # (B, heads, HW, head_dim)
     out = out.transpose(1, 2).reshape(batch, 1, -1, heads * head_dim)  # (B, 1, HW, C)
     return cross.o_proj(out)
 
