@@ -234,7 +234,7 @@ def test_provenance_round_trips_through_its_json_form_keeping_unknown_keys():
     ("args", "message"),
     [
         (["--segmenter-option", "fsat=true"], "unknown option(s) ['fsat'] in segmenter.options of 'sam2'; valid"),
-        (["--segmenter", "edgetam", "--segmenter-option", "fast=true"], "of 'edgetam'; it has no options"),
+        (["--segmenter", "sam3", "--segmenter-option", "fast=true"], "of 'sam3'; it has no options"),
         (["--segmenter-option", "fast"], "--segmenter-option 'fast' is not KEY=VALUE"),
         (["--grounder-option", "margin=1"], "valid options are ['resize_margin']"),
     ],
