@@ -9,11 +9,11 @@ One VLM is trained in five arms that differ only in how the designated region(s)
 * ``no_region``: nothing; the prompt says "the object" (the floor: what the image alone gives);
 * ``text``: each region's box in the family's own coordinate syntax (``TextMaskTokenizer``, generic
   ``[x1,y1,x2,y2]`` on 0..1000 for SmolVLM);
-* ``set_of_mark``: a ring drawn just outside each region and a numbered tag beside it (:class:`TaggedSetOfMark`);
-  no pixel of any region is changed, so the object stays readable;
+* ``set_of_mark``: a ring drawn just outside each region and a numbered tag beside it (``SetOfMarkTokenizer``,
+  style ``"tag"``); no pixel of any region is changed, so the object stays readable;
 * ``mask_tokens``: vision features pooled under each mask plus a mask-shape token (``MaskPooledTokenizer``);
 * ``mask_encoder``: the mask added to the patch embedding by a zero-initialised convolution
-  (``MaskEncoderPrompt``), one input channel per region slot (:class:`RegionChannelEncoder`).
+  (``MaskEncoderPrompt``), one input channel per region slot (``channels="region"``).
 
 All arms start from one base model and train the same parameters: the whole VLM (language model,
 connector and vision tower) on the same examples in the same order; the trained designs also train their own
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 import typer
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import nn
 
 from segvlm.masktok.base import MaskTokenizer, MaskTokens
@@ -324,151 +324,15 @@ TASKS: tuple[Task, ...] = (COLOUR_TASK, SHAPE_TASK, RELATION_TASK, COUNT_TASK, M
 
 
 # -- designs as the experiment uses them ---------------------------------------------------------------------
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """(H, W) bool: ``mask`` grown by ``radius`` pixels (8-neighbourhood, i.e. a square structuring element)."""
-    out = mask.copy()
-    for _ in range(radius):
-        padded = np.pad(out, 1)  # (H+2, W+2)
-        grown = np.zeros_like(out)
-        for dy in range(3):
-            for dx in range(3):
-                grown |= padded[dy : dy + out.shape[0], dx : dx + out.shape[1]]
-        out = grown
-    return out
+def tag_marks(max_regions: int = 4) -> SetOfMarkTokenizer:
+    """The Set-of-Mark arm's tokenizer: segvlm's ``"tag"`` style (a 2 px ring outside each mask and a numbered
+    tag beside it, no region pixel changed), mark 1 grey and mark 2 orange (:data:`MARK_COLOURS`)."""
+    return SetOfMarkTokenizer(style="tag", max_regions=max_regions, ring=2, font_size=10, tag_colours=MARK_COLOURS)
 
 
-def _tag_candidates(box: tuple[int, int, int, int], tw: int, th: int) -> list[tuple[int, int]]:
-    """Top-left corners of a tw x th tag touching ``box`` (x0, y0, x1, y1, exclusive) from outside: sides first."""
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-    return [
-        (x1, cy - th // 2),
-        (cx - tw // 2, y0 - th),
-        (x0 - tw, cy - th // 2),
-        (cx - tw // 2, y1),
-        (x1, y0 - th),
-        (x0 - tw, y0 - th),
-        (x1, y1),
-        (x0 - tw, y1),
-    ]
-
-
-def draw_tags(image: Image.Image, masks: Sequence[np.ndarray], ring: int = 2, font_size: int = 10) -> Image.Image:
-    """A copy of ``image`` with a ``ring``-pixel ring just outside each mask and a numbered tag touching it.
-
-    Unlike ``segvlm.masktok.visual_prompt.draw_marks`` (a fill or an outline on the object and a number at its
-    centre), the ring is outside every mask, and each tag takes the place beside its ring that covers the
-    fewest region pixels, then the fewest non-background pixels (background = the image's median colour);
-    in the generated tasks no region pixel is ever covered (tested). Mark ``k`` is drawn in
-    ``MARK_COLOURS[k]``, so two marks also differ in colour, not only in their digit.
-    """
-    canvas = np.asarray(image.convert("RGB")).copy()  # (H, W, 3)
-    height, width = canvas.shape[:2]
-    union = np.zeros((height, width), dtype=bool)
-    for mask in masks:
-        union |= mask
-    background = np.median(canvas.reshape(-1, 3), axis=0)  # (3,)
-    boxes = []
-    for k, mask in enumerate(masks):
-        grown = dilate(mask, ring)
-        canvas[grown & ~union] = MARK_COLOURS[k % len(MARK_COLOURS)]
-        ys, xs = np.nonzero(grown)
-        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
-    busy = np.abs(canvas.astype(np.int32) - background).sum(-1) > 30  # (H, W) pixels a tag should not hide
-    busy |= union
-    out = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(out)
-    font = ImageFont.load_default(size=font_size)
-    for k, box in enumerate(boxes):
-        text = str(k + 1)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 2, bottom - top + 2
-        best, best_cost = None, math.inf
-        for x, y in _tag_candidates(box, tw, th):
-            if x < 0 or y < 0 or x + tw > width or y + th > height:
-                continue
-            cost = busy[y : y + th, x : x + tw].sum() + 1000 * union[y : y + th, x : x + tw].sum()
-            if cost < best_cost:
-                best, best_cost = (x, y), cost
-        if best is None:  # no room beside the region: fall back to a corner of the image
-            best = (0, 0)
-        x, y = best
-        colour = MARK_COLOURS[k % len(MARK_COLOURS)]
-        draw.rectangle((x, y, x + tw - 1, y + th - 1), fill=colour)
-        draw.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0), font=font)
-        busy[y : y + th, x : x + tw] = True
-    return out
-
-
-class TaggedSetOfMark(SetOfMarkTokenizer):
-    """Set-of-Mark with marks that leave every region visible: a ring outside each mask and a numbered tag
-    beside it (:func:`draw_tags`); the prompt names regions ``"mark 1"``, ``"mark 2"``.
-
-    Args:
-        ring: ring width in pixels.
-        font_size: digit height in pixels.
-        max_regions: budget of regions per image.
-    """
-
-    def __init__(self, ring: int = 2, font_size: int = 10, max_regions: int = 4):
-        super().__init__(style="contour", max_regions=max_regions)
-        self.ring, self.font_size = ring, font_size
-
-    def encode(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Any]]) -> MaskTokens:
-        masks = region_masks(images, regions, self.max_regions)
-        marked = [
-            draw_tags(img, m, self.ring, self.font_size) if m else img for img, m in zip(images, masks, strict=True)
-        ]
-        texts = [[self.region_format.format(n=k + 1) for k in range(len(m))] for m in masks]
-        return MaskTokens(images=marked, region_texts=texts)
-
-    def config_dict(self) -> dict[str, Any]:
-        return {**super().config_dict(), "ring": self.ring, "font_size": self.font_size}
-
-
-class RegionChannelEncoder(MaskEncoderPrompt):
-    """The mask-in-encoder design with one mask channel per region slot (a ``max_regions``-channel zero conv).
-
-    ``MaskEncoderPrompt`` merges the regions of an image into one channel, so "is region 1 left of region 2"
-    and "is region 2 left of region 1" reach the model as the same input (see ``test_union_channel_cannot_
-    tell_regions_apart``); here region ``k`` is channel ``k``. With one region it is the stock design with
-    an extra, all-zero input channel. Regions are named ``"region 1"``, ``"region 2"`` in the prompt.
-    """
-
-    def __init__(self, max_regions: int = 2, region_format: str = "region {n}"):
-        super().__init__(max_regions=max_regions)
-        self.region_format = region_format
-
-    def bind(self, vlm) -> None:
-        super().bind(vlm)  # hooks the patch embedding; the hook reads self.conv at call time
-        layout = vlm.layout
-        self.conv = nn.Conv2d(
-            self.max_regions, layout.vision_width, layout.patch_size, stride=layout.patch_size, bias=False
-        )
-        nn.init.zeros_(self.conv.weight)
-
-    def encode(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Any]]) -> MaskTokens:
-        vlm = self._require_vlm()
-        layout, images = vlm.layout, list(images)
-        masks = region_masks(images, regions, self.max_regions)
-        inputs = layout.image_inputs(images)
-        channels = []  # per slot, per image: the slot's mask map in the tower's layout
-        for k in range(self.max_regions):
-            chosen = [[m[k]] if k < len(m) else [self._blank(img)] for m, img in zip(masks, images, strict=True)]
-            grids = layout.grids(chosen, inputs, images)
-            for grid, image_masks in zip(grids, masks, strict=True):
-                if k >= len(image_masks):
-                    grid.pixels.zero_()  # an empty slot adds nothing
-            channels.append(grids)
-        per_image = [
-            replace(channels[0][i], pixels=torch.cat([slot[i].pixels for slot in channels], dim=1))  # (n, R, H, W)
-            for i in range(len(images))
-        ]
-        texts = [[self.region_format.format(n=k + 1) for k in range(len(m))] for m in masks]
-        return MaskTokens(images=images, region_texts=texts, encoder_masks=layout.encoder_pixels(per_image))
-
-    def config_dict(self) -> dict[str, Any]:
-        return {"max_regions": self.max_regions, "region_format": self.region_format}
+def draw_tags(image: Image.Image, masks: Sequence[np.ndarray]) -> Image.Image:
+    """``image`` with ``masks`` marked as the Set-of-Mark arm marks them (:func:`tag_marks`)."""
+    return tag_marks().draw(image, list(masks))
 
 
 @dataclass(frozen=True)
@@ -495,7 +359,7 @@ class Arm:
 ARMS: tuple[Arm, ...] = (
     Arm("no_region", "none", "the prompt says 'the object'", "", lambda: TextMaskTokenizer(), uses_regions=False),
     Arm("text", "text", "box as [x1,y1,x2,y2] on 0..1000 (the family's own format)", "", lambda: TextMaskTokenizer()),
-    Arm("set_of_mark", "set_of_mark", "ring outside the mask + numbered tag beside it", "", lambda: TaggedSetOfMark()),
+    Arm("set_of_mark", "set_of_mark", "ring outside the mask + numbered tag beside it", "", tag_marks),
     Arm(
         "mask_tokens",
         "pooled",
@@ -508,7 +372,7 @@ ARMS: tuple[Arm, ...] = (
         "encoder",
         "mask added to the patch embedding by a zero conv, one channel per region",
         "mask convolution",
-        lambda: RegionChannelEncoder(max_regions=2),
+        lambda: MaskEncoderPrompt(max_regions=2, channels="region"),
     ),
 )
 
@@ -559,6 +423,8 @@ class Settings:
         pretrain_steps: image-description steps before the arms (None: the mode's for the tiny model, 0 for
             ``model``).
         cache: encode every batch once and keep it (see :class:`Batches`); False for large checkpoints.
+        position_pretraining: the base model also learns to compare two objects' positions (:data:`POSITION`,
+            region-free); off by default, which reproduces the committed full run.
     """
 
     mode: str = "quick"
@@ -574,6 +440,7 @@ class Settings:
     base_seed: int = 0
     pretrain_steps: int | None = None
     cache: bool = True
+    position_pretraining: bool = False
 
 
 # -- data and the encoding cache ---------------------------------------------------------------------------------
@@ -1015,6 +882,36 @@ def ground_example(seed: int, index: int) -> TaskExample:
     return TaskExample(Image.fromarray(scene.frames[0]), (scene.masks[0][k],), "", question=question)
 
 
+POSITION_MARGIN = 8  # px: the two centres differ at least this much along the asked axis (as RELATION_MARGIN)
+POSITION_RELATIONS = ("left of", "above")
+
+
+def position_example(seed: int, index: int) -> TaskExample:
+    """A scene and "Is the <colour> object left of / above the <colour> object?", answered yes or no.
+
+    Region-free (objects are named by colour; no region is input, no mark drawn), it asks the base model to
+    read where two objects are from its image tokens and compare them, the skill every design that leaves
+    positions in the image needs (see :data:`POSITION_PRETRAINING`). Example ``index`` asks "left of" for
+    even ``index // 2`` and "above" otherwise; its answer is "yes" for even ``index``, so any multiple of 4
+    examples is balanced in both.
+    """
+    rng = _rng("position", seed, index)
+    relation, answer = POSITION_RELATIONS[(index // 2) % 2], ("yes", "no")[index % 2]
+    axis = 0 if relation == "left of" else 1
+    while True:
+        scene = _base_scene(rng)
+        coords = [obj.centres[0][axis] for obj in scene.objects]
+        n = len(coords)
+        pairs = [(a, b) for a in range(n) for b in range(n) if coords[b] - coords[a] >= POSITION_MARGIN]  # a before b
+        if pairs:
+            break
+    a, b = pairs[int(rng.integers(len(pairs)))]
+    first, second = (a, b) if answer == "yes" else (b, a)
+    colours = scene.objects[first].colour, scene.objects[second].colour
+    question = f"Is the {colours[0]} object {relation} the {colours[1]} object?"
+    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+
+
 def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
     """Grounding examples with their answer: the region's box as ``TextMaskTokenizer`` writes it for this family."""
     writer = TextMaskTokenizer()
@@ -1030,6 +927,11 @@ def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
 
 DESCRIBE = Task("describe", "", "Describe the image.", (), 0, 0.0, describe_example)
 GROUND = Task("ground", "", "", (), 0, 0.0, ground_example)
+POSITION = Task("position", "", "", ("yes", "no"), 0, 0.5, position_example)
+#: ``--position-pretraining``: the base model also learns :func:`position_example` (as many examples as each
+#: of the other two base tasks, and 1.5x the steps, so description and grounding keep theirs). Without it the
+#: base model does not learn to read positions from its image tokens (see EXPERIMENTS.md, round 2).
+POSITION_PRETRAINING_STEPS = 1.5
 BASE_ARM = Arm("base", "none", "no regions", "", lambda: TextMaskTokenizer(), uses_regions=False)
 
 
@@ -1096,10 +998,11 @@ def pretrain(model_dir: str, seed: int, settings: Settings, folder: Path, log: C
     budget, device = settings.budget, _device(settings.device)
     torch.manual_seed(seed)
     vlm = load_vlm(model_dir, BASE_ARM, device, train_vision=True)
-    train = with_box_answers(vlm, make_examples([DESCRIBE, GROUND], budget.pretrain_examples // 2, seed + 2000))
+    base_tasks = [DESCRIBE, GROUND, POSITION] if settings.position_pretraining else [DESCRIBE, GROUND]
+    train = with_box_answers(vlm, make_examples(base_tasks, budget.pretrain_examples // 2, seed + 2000))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
     train = [train[i] for i in order]  # describe and ground mixed in every batch
-    held_out = with_box_answers(vlm, make_examples([DESCRIBE, GROUND], max(budget.eval_per_task // 2, 2), seed + 3000))
+    held_out = with_box_answers(vlm, make_examples(base_tasks, max(budget.eval_per_task // 2, 2), seed + 3000))
     batches = Batches(vlm, BASE_ARM, chunks(train, budget.batch_size), "", settings.cache)
     eval_batches = Batches(vlm, BASE_ARM, chunks(held_out, 64), "", settings.cache)
     curve = [(0, answer_scores(vlm, eval_batches))]
@@ -1200,10 +1103,15 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
         source = str(root / name)
         if not (Path(source) / "config.json").is_file():
             build_smolvlm(source, image_size=IMAGE_SIZE, seed=settings.base_seed)
-        steps = settings.budget.pretrain_steps if steps is None else steps
+        if steps is None:
+            steps = settings.budget.pretrain_steps
+            if settings.position_pretraining:
+                steps = round(steps * POSITION_PRETRAINING_STEPS)
     if steps == 0:
         return source, None
     folder = root / f"{name}-base-{steps}steps-{settings.budget.pretrain_examples}ex-{settings.budget.batch_size}b"
+    if settings.position_pretraining:
+        folder = folder.with_name(folder.name + "-position")
     record = folder / "pretrain.json"
     if record.is_file():
         log(f"reusing the base model in {folder}")
@@ -1515,6 +1423,9 @@ def main(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="encode batches once (off for large checkpoints)"),
     pretrain_steps: int | None = typer.Option(None, "--pretrain-steps", min=0, help="override the base model's steps"),
     replot: Path | None = typer.Option(None, "--replot", help="only draw --plot from this saved --json, no training"),
+    position_pretraining: bool = typer.Option(
+        False, "--position-pretraining", help="the base model also compares objects' positions (region-free)"
+    ),
 ) -> None:
     """Train every arm with every seed on all tasks; print the table, write the JSON and the plot."""
     if replot is not None:
@@ -1545,6 +1456,7 @@ def main(
         answer_prefix=answer_prefix,
         pretrain_steps=pretrain_steps,
         cache=cache,
+        position_pretraining=position_pretraining,
     )
     report = run_experiment(settings, log=typer.echo)
     typer.echo(report.table_markdown)

@@ -1,5 +1,6 @@
 """The mask-modality experiment: tasks with known, balanced answers; marks that spare the regions; the two
-design variants it needs; and a tiny end-to-end run that writes every promised number."""
+design options it uses (tag marks, one encoder channel per region); and a tiny end-to-end run that writes
+every promised number."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def test_union_channel_cannot_tell_regions_apart_but_region_channels_can(exp, ti
     assert torch.equal(forward.encoder_masks, backward.encoder_masks)  # "1 left of 2" == "2 left of 1"
     assert forward.prompts("Is {region1} left of {region2}?") == backward.prompts("Is {region1} left of {region2}?")
 
-    channels = MaskAwareVLM.from_pretrained(tiny_vlm_dir, mask_tokenizer=exp.RegionChannelEncoder(max_regions=2))
+    per_region = MaskEncoderPrompt(max_regions=2, channels="region")
+    channels = MaskAwareVLM.from_pretrained(tiny_vlm_dir, mask_tokenizer=per_region)
     forward = channels.mask_tokenizer.encode([example.image], [[a, b]])
     backward = channels.mask_tokenizer.encode([example.image], [[b, a]])
     assert forward.encoder_masks.shape[1] == 2  # (tiles, regions, H, W)
