@@ -68,6 +68,7 @@ EXPERIMENT_COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "whit
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 MARK_COLOURS = ((150, 150, 150), (255, 140, 0))  # grey, orange: neither is an object colour
 OBJECT_GAP = 6  # px between object boxes, so a 2 px ring around one object never touches another
+TINY_LM_LAYERS = 2  # language-model layers of segvlm.vlm.tiny.build_smolvlm's model
 
 
 # -- tasks --------------------------------------------------------------------------------------------------
@@ -425,6 +426,10 @@ class Settings:
         cache: encode every batch once and keep it (see :class:`Batches`); False for large checkpoints.
         position_pretraining: the base model also learns to compare two objects' positions (:data:`POSITION`,
             region-free); off by default, which reproduces the committed full run.
+        position_init: the tiny tower's position embeddings start as a 2D sine/cosine table at the scale of
+            its patch embeddings (:func:`init_tower_positions`); off by default.
+        lm_layers: language-model layers of the tiny model (2 by default, as ``build_smolvlm`` builds it).
+        position_probes: also train the :data:`SIDE_PROBES` from the base model (:func:`measure_position_learning`).
     """
 
     mode: str = "quick"
@@ -441,6 +446,9 @@ class Settings:
     pretrain_steps: int | None = None
     cache: bool = True
     position_pretraining: bool = False
+    position_init: bool = False
+    lm_layers: int = TINY_LM_LAYERS
+    position_probes: bool = False
 
 
 # -- data and the encoding cache ---------------------------------------------------------------------------------
@@ -989,6 +997,46 @@ def answer_scores(vlm, batches: Sequence[CachedBatch]) -> dict[str, AnswerScore]
     }
 
 
+def sincos_positions(side: int, width: int) -> torch.Tensor:
+    """(side * side, width) 2D sine/cosine position table for a ``side`` x ``side`` patch grid, row-major.
+
+    The first half of the channels depends on the patch's column only, the second half on its row; each half
+    holds sines and cosines at ``width // 4`` frequencies, from a quarter period across the grid (monotonic:
+    left-to-right order is one linear read-out) to a period of 4 patches. Channels left over are zero.
+    """
+    quarter = width // 4
+    omega = math.pi * torch.arange(1, quarter + 1, dtype=torch.float32) / (2 * side)  # (Q,) radians per patch
+    angles = torch.arange(side, dtype=torch.float32)[:, None] * omega  # (side, Q)
+    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (side, 2Q)
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")  # (side, side) each
+    table = torch.cat([axis[cols.flatten()], axis[rows.flatten()]], dim=1)  # (side*side, 4Q)
+    return torch.nn.functional.pad(table, (0, width - table.shape[1]))
+
+
+def init_tower_positions(vlm, images: Sequence[Image.Image]) -> float:
+    """Give the tiny tower position embeddings it can be read by: :func:`sincos_positions`, scaled to the RMS
+    of its patch embeddings on ``images`` (they stay trainable).
+
+    Built with ``transformers``' default init, the position table has standard deviation 0.02 while the patch
+    convolution's outputs (768 inputs of std-0.02 weights) have an RMS near 0.6, 30x more, and after
+    pretraining 100x more (``position_reading`` in the JSON): where a patch is barely changes what the tower
+    sees. A pretrained SigLIP checkpoint has learnt position embeddings that matter; this gives the tiny one
+    that property from the start, for every arm alike.
+
+    Returns:
+        the scale applied (the patch embeddings' RMS).
+    """
+    embeddings = vlm.layout.embedding_module()
+    table = embeddings.position_embedding.weight  # (side*side, D)
+    side = math.isqrt(table.shape[0])
+    with torch.no_grad():
+        pixels = vlm.layout.image_inputs(list(images))["pixel_values"][:, 0]  # (B, 3, H, W), one tile each
+        scale = float(embeddings.patch_embedding(pixels.to(table.device, table.dtype)).pow(2).mean().sqrt())
+        fresh = sincos_positions(side, table.shape[1])
+        table.copy_(fresh * scale / fresh.pow(2).mean().sqrt())
+    return scale
+
+
 def pretrain(model_dir: str, seed: int, settings: Settings, folder: Path, log: Callable[[str], None]) -> PretrainResult:
     """Teach the randomly initialised VLM to see: describe whole scenes, and give the box of an object named by
     its colour in the family's coordinate format (the grounding that text coordinates presuppose). No region
@@ -998,6 +1046,11 @@ def pretrain(model_dir: str, seed: int, settings: Settings, folder: Path, log: C
     budget, device = settings.budget, _device(settings.device)
     torch.manual_seed(seed)
     vlm = load_vlm(model_dir, BASE_ARM, device, train_vision=True)
+    if settings.position_init:
+        scale = init_tower_positions(
+            vlm, [Image.fromarray(_base_scene(_rng("scale", seed, i)).frames[0]) for i in range(32)]
+        )
+        log(f"  tower position embeddings: 2D sine/cosine at the patch embeddings' RMS {scale:.2f}")
     base_tasks = [DESCRIBE, GROUND, POSITION] if settings.position_pretraining else [DESCRIBE, GROUND]
     train = with_box_answers(vlm, make_examples(base_tasks, budget.pretrain_examples // 2, seed + 2000))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -1082,6 +1135,27 @@ def _device(setting: str) -> str:
     return setting
 
 
+def _tiny_name(settings: Settings) -> str:
+    """The folder name of the tiny model as built (before any pretraining)."""
+    layers = "" if settings.lm_layers == TINY_LM_LAYERS else f"-lm{settings.lm_layers}"
+    return f"tiny-smolvlm-{IMAGE_SIZE}px-seed{settings.base_seed}{layers}"
+
+
+def build_tiny(folder: Path, settings: Settings) -> None:
+    """The tiny SmolVLM of ``segvlm.vlm.tiny.build_smolvlm`` at :data:`IMAGE_SIZE`, with ``settings.lm_layers``
+    language-model layers (re-initialised from the same seed when that is not the builder's 2)."""
+    from segvlm.vlm.tiny import build_smolvlm
+
+    build_smolvlm(folder, image_size=IMAGE_SIZE, seed=settings.base_seed)
+    if settings.lm_layers != TINY_LM_LAYERS:
+        from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+        config = SmolVLMConfig.from_pretrained(folder)
+        config.text_config.num_hidden_layers = settings.lm_layers
+        torch.manual_seed(settings.base_seed)
+        SmolVLMForConditionalGeneration(config).save_pretrained(folder)
+
+
 def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tuple[str, PretrainResult | None]:
     """The folder every arm starts from, and its pretraining record.
 
@@ -1094,15 +1168,16 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
     if settings.model is not None:
         from segvlm.tiny import resolve_model
 
+        if settings.position_init:
+            raise ValueError("--position-init re-initialises the tiny model's tower; a checkpoint keeps its own")
+
         source, name = resolve_model(settings.model), settings.model.replace("/", "--").replace(":", "-")
         steps = steps or 0
     else:
-        from segvlm.vlm.tiny import build_smolvlm
-
-        name = f"tiny-smolvlm-{IMAGE_SIZE}px-seed{settings.base_seed}"
+        name = _tiny_name(settings)
         source = str(root / name)
         if not (Path(source) / "config.json").is_file():
-            build_smolvlm(source, image_size=IMAGE_SIZE, seed=settings.base_seed)
+            build_tiny(Path(source), settings)
         if steps is None:
             steps = settings.budget.pretrain_steps
             if settings.position_pretraining:
@@ -1112,6 +1187,8 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
     folder = root / f"{name}-base-{steps}steps-{settings.budget.pretrain_examples}ex-{settings.budget.batch_size}b"
     if settings.position_pretraining:
         folder = folder.with_name(folder.name + "-position")
+    if settings.position_init:
+        folder = folder.with_name(folder.name + "-sincos")
     record = folder / "pretrain.json"
     if record.is_file():
         log(f"reusing the base model in {folder}")
@@ -1165,6 +1242,168 @@ def measure_overlays(scenes: int = 30) -> list[OverlayMeasurement]:
                 changed = (marked != scene.frames[0]).any(-1) & mask  # (H, W)
                 fractions.append(changed.sum() / mask.sum())
             out.append(OverlayMeasurement(name, size, float(np.mean(fractions)), scenes))
+    return out
+
+
+@dataclass
+class PositionReading:
+    """Whether where things are reaches the language model, for one model (the random init or the base).
+
+    Attributes:
+        model: ``"init"`` (as built, before pretraining) or ``"base"`` (what every arm starts from).
+        position_rms: RMS of the vision tower's position embeddings.
+        patch_rms: RMS of its patch embeddings (the convolution's outputs) on held-out scenes.
+        token_column_probe: held-out accuracy of a linear read-out (ridge regression on one-hot targets) of
+            each LM image token's grid column (4 columns: chance 0.25) from that token's features alone.
+        token_row_probe: the same for its grid row.
+        ground_first_digits: teacher-forced accuracy of the first digit of x1 and of y1 in the held-out
+            "Where is the <colour> object?" answers (the coarse position of the object; base only, else 0).
+        ground_first_digits_majority: the same for always writing the most frequent digit.
+        images: held-out scenes the probes use (two thirds fit, one third scored).
+    """
+
+    model: str
+    position_rms: float
+    patch_rms: float
+    token_column_probe: float
+    token_row_probe: float
+    ground_first_digits: float
+    ground_first_digits_majority: float
+    images: int
+
+
+def _ridge_accuracy(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> float:
+    """Accuracy on rows ``fit:`` of a ridge regression onto one-hot ``y`` fitted on rows ``:fit``."""
+    x = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
+    target = nn.functional.one_hot(y, classes).double()  # (N, C)
+    gram = x[:fit].T @ x[:fit] + lam * torch.eye(x.shape[1], dtype=torch.float64)
+    weights = torch.linalg.solve(gram, x[:fit].T @ target[:fit])  # (D+1, C)
+    return float(((x[fit:] @ weights).argmax(1) == y[fit:]).double().mean())
+
+
+@torch.no_grad()
+def measure_position_reading(vlm, label: str, images: int = 600) -> PositionReading:
+    """:class:`PositionReading` of ``vlm`` on scenes of stream 7 (never trained on)."""
+    vlm.model.eval()
+    scenes = [ground_example(7, i) for i in range(images)]
+    embeddings = vlm.layout.embedding_module()
+    tokens, patch_sq = [], []
+    for start in range(0, images, 64):
+        inputs = vlm.layout.image_inputs([e.image for e in scenes[start : start + 64]])
+        pixels = inputs["pixel_values"][:, 0]  # (B, 3, H, W): one tile per image
+        patch_sq.append(embeddings.patch_embedding(pixels).pow(2).mean())
+        tokens += [m.float() for m in vlm.layout.features(inputs, (-1,)).merged]  # (M, D_lm) each
+    features = torch.stack(tokens)  # (N, M, D_lm)
+    n, m = features.shape[:2]
+    side = math.isqrt(m)
+    column = (torch.arange(m) % side).repeat(n)  # (N*M,)
+    row = (torch.arange(m) // side).repeat(n)
+    flat, fit = features.reshape(n * m, -1), (2 * n // 3) * m
+    digits, majority = 0.0, 0.0
+    if label == "base":
+        held = with_box_answers(vlm, make_examples([GROUND], 128, 3000))
+        out = forward(vlm, encode(vlm, BASE_ARM, held, ""))
+        targets, picked = out.labels[:, 1:], out.logits[:, :-1].argmax(-1)  # (B, S-1) each
+        start = (targets != -100).float().argmax(-1)  # (B,) the answer's "["
+        rows = torch.arange(len(held))
+        answers = [e.example.answer for e in held]
+        right, counts = [], []
+        for offset_of in (lambda a: 1, lambda a: a.index(",") + 1):  # first digit of x1, of y1
+            offsets = torch.tensor([offset_of(a) for a in answers])
+            right.append((picked[rows, start + offsets] == targets[rows, start + offsets]).double().mean())
+            firsts = Counter(a[offset_of(a)] for a in answers)
+            counts.append(firsts.most_common(1)[0][1] / len(answers))
+        digits, majority = float(np.mean(right)), float(np.mean(counts))
+    vlm.model.train()
+    return PositionReading(
+        model=label,
+        position_rms=float(embeddings.position_embedding.weight.pow(2).mean().sqrt()),
+        patch_rms=float(torch.stack(patch_sq).mean().sqrt()),
+        token_column_probe=_ridge_accuracy(flat, column, side, fit),
+        token_row_probe=_ridge_accuracy(flat, row, side, fit),
+        ground_first_digits=digits,
+        ground_first_digits_majority=majority,
+        images=images,
+    )
+
+
+def position_readings(settings: Settings, root: Path, model_dir: str) -> list[PositionReading]:
+    """:func:`measure_position_reading` of the tiny model as built (with ``--position-init`` applied) and of the
+    base model; empty for a ``--model`` checkpoint."""
+    if settings.model is not None:
+        return []
+    images = 60 if settings.mode == "smoke" else 600
+    init = load_vlm(str(root / _tiny_name(settings)), BASE_ARM, _device(settings.device))
+    if settings.position_init:
+        init_tower_positions(
+            init, [Image.fromarray(_base_scene(_rng("scale", settings.base_seed, i)).frames[0]) for i in range(32)]
+        )
+    base = load_vlm(model_dir, BASE_ARM, _device(settings.device))
+    return [measure_position_reading(init, "init", images), measure_position_reading(base, "base", images)]
+
+
+def side_example(n_objects: int, seed: int, index: int) -> TaskExample:
+    """``n_objects`` objects; "Is the object on the left?" (one object) or "Is the <colour> object on the left?"
+    about the first one, whose centre is at least 8 px from the middle column; "yes" for even ``index``.
+
+    The two probes of :func:`measure_position_learning`: with one object the model need only read where the
+    object is; with three it must also find the object the question names, as every region task must."""
+    rng = _rng(f"side{n_objects}", seed, index)
+    answer = ("yes", "no")[index % 2]
+    config = replace(STILL, n_objects=n_objects)
+    while True:
+        colours = _pick(rng, EXPERIMENT_COLOURS, n_objects)
+        shapes = [SHAPES[j] for j in rng.choice(len(SHAPES), size=n_objects)]
+        sizes = [("small", "large")[j] for j in rng.choice(2, size=n_objects)]
+        scene = layout_scene(rng, colours, shapes, sizes, config)
+        x = scene.objects[0].centres[0][0]
+        if abs(x - IMAGE_SIZE / 2) >= POSITION_MARGIN and (x < IMAGE_SIZE / 2) == (answer == "yes"):
+            break
+    question = "Is the object on the left?" if n_objects == 1 else f"Is the {colours[0]} object on the left?"
+    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+
+
+SIDE_PROBES = (
+    Task("side_of_the_only_object", "", "", ("yes", "no"), 0, 0.5, lambda seed, i: side_example(1, seed, i)),
+    Task("side_of_a_named_object", "", "", ("yes", "no"), 0, 0.5, lambda seed, i: side_example(3, seed, i)),
+)
+
+
+@dataclass
+class PositionProbe:
+    """A region-free question trained briefly from the base model: how fast it learns to read a position.
+
+    Attributes:
+        task: a :data:`SIDE_PROBES` name.
+        steps: optimizer steps (batch 32, every parameter, the arms' optimiser).
+        curve: (step, held-out accuracy) every 50 steps; chance 0.5.
+    """
+
+    task: str
+    steps: int
+    curve: list[tuple[int, float]]
+
+
+def measure_position_learning(model_dir: str, settings: Settings, log: Callable[[str], None]) -> list[PositionProbe]:
+    """Train each :data:`SIDE_PROBES` question alone from the base model (640 examples of stream 0, scored on
+    128 of stream 1000, 300 steps; the smoke mode's sizes in smoke runs)."""
+    smoke = settings.mode == "smoke"
+    steps, examples, held = (settings.budget.steps, 8, 4) if smoke else (300, 640, 128)
+    out = []
+    for task in SIDE_PROBES:
+        torch.manual_seed(0)
+        vlm = load_vlm(model_dir, BASE_ARM, _device(settings.device))
+        batches = Batches(vlm, BASE_ARM, chunks(make_examples([task], examples, 0), 32), "", settings.cache)
+        scored = Batches(vlm, BASE_ARM, chunks(make_examples([task], held, 1000), 64), "", settings.cache)
+        curve = [(0, evaluate(vlm, scored, [task], "")[task.name].accuracy)]
+
+        def score(step: int, vlm=vlm, scored=scored, task=task, curve=curve) -> None:
+            curve.append((step, evaluate(vlm, scored, [task], "")[task.name].accuracy))
+
+        params = list(vlm.model.parameters())
+        train_loop(vlm, params, batches, steps, settings.budget.lr, settings.budget.warmup, 0, 50, score)
+        log(f"  probe {task.name}: " + " ".join(f"{step} {acc:.2f}" for step, acc in curve))
+        out.append(PositionProbe(task=task.name, steps=steps, curve=curve))
     return out
 
 
@@ -1244,6 +1483,8 @@ def summarise(runs: Sequence[RunResult], arms: Sequence[str], tasks: Sequence[st
 
 def markdown_table(cells: Sequence[Cell], tasks: Sequence[Task], arms: Sequence[str]) -> str:
     """Arms as rows, tasks as columns, ``mean ± std`` per cell, the best mean of each column in bold."""
+    if not arms:
+        return ""
     by = {(c.arm, c.task): c for c in cells}
     head = "| arm | " + " | ".join(f"{t.name} (chance {t.chance:.2f})" for t in tasks) + " |"
     lines = [head, "| --- |" + " --- |" * len(tasks)]
@@ -1326,6 +1567,8 @@ class Report:
     runs: list[RunResult]
     overlay_measurement: list[OverlayMeasurement]
     mark_locality: MarkLocality
+    position_reading: list[PositionReading]
+    position_probes: list[PositionProbe]
     seconds: float
     seconds_per_step: float
 
@@ -1363,6 +1606,15 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
         root = settings.work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         model_dir, base = base_model(settings, root, log)
+        readings = position_readings(settings, root, model_dir)
+        for reading in readings:
+            log(
+                f"  positions, {reading.model}: position/patch embedding RMS {reading.position_rms:.3f}/"
+                f"{reading.patch_rms:.2f}, token column/row probe {reading.token_column_probe:.2f}/"
+                f"{reading.token_row_probe:.2f}, grounding first digits {reading.ground_first_digits:.2f} "
+                f"(majority {reading.ground_first_digits_majority:.2f})"
+            )
+        probes = measure_position_learning(model_dir, settings, log) if settings.position_probes else []
         for seed in settings.seeds:
             train = make_examples(tasks, settings.budget.train_per_task, seed)
             held_out = make_examples(tasks, settings.budget.eval_per_task, seed + 1000)
@@ -1399,6 +1651,8 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
         runs=runs,
         overlay_measurement=measure_overlays(),
         mark_locality=measure_mark_locality(),
+        position_reading=readings,
+        position_probes=probes,
         seconds=time.perf_counter() - started,
         seconds_per_step=sum(r.train_seconds for r in runs) / max(steps, 1),
     )
@@ -1426,6 +1680,14 @@ def main(
     position_pretraining: bool = typer.Option(
         False, "--position-pretraining", help="the base model also compares objects' positions (region-free)"
     ),
+    position_init: bool = typer.Option(
+        False, "--position-init", help="tiny tower: 2D sine/cosine position embeddings at the patch embeddings' scale"
+    ),
+    lm_layers: int = typer.Option(TINY_LM_LAYERS, "--lm-layers", min=1, help="language-model layers of the tiny model"),
+    position_probes: bool = typer.Option(
+        False, "--position-probes", help="also time how fast the base model learns to read positions (2 x 300 steps)"
+    ),
+    base_only: bool = typer.Option(False, "--base-only", help="only the base model and its measurements, no arms"),
 ) -> None:
     """Train every arm with every seed on all tasks; print the table, write the JSON and the plot."""
     if replot is not None:
@@ -1457,7 +1719,12 @@ def main(
         pretrain_steps=pretrain_steps,
         cache=cache,
         position_pretraining=position_pretraining,
+        position_init=position_init,
+        lm_layers=lm_layers,
+        position_probes=position_probes,
     )
+    if base_only:
+        settings.arms = ()
     report = run_experiment(settings, log=typer.echo)
     typer.echo(report.table_markdown)
     typer.echo(f"{report.seconds:.0f} s in all, {1000 * report.seconds_per_step:.0f} ms per training step")
@@ -1465,7 +1732,7 @@ def main(
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(data, indent=2))
-    if plot_path is not None:
+    if plot_path is not None and data["table"]:
         plot_report(data, plot_path)
 
 
