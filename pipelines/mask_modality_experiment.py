@@ -26,6 +26,11 @@ first taught to see (:func:`pretrain`: name the objects of whole scenes, and giv
 by its colour in the family's coordinate format), with no region input and no marks, so that no design is
 favoured and every design starts from a model that can read its image, as it would in practice. ``--model``
 takes a hub id, a folder or ``tiny-random:<family>`` instead (used as it is, not pretrained).
+
+The tiny model barely tells where a patch is (:class:`PositionReading`); ``--position-init`` (position
+embeddings at the patch embeddings' scale), ``--lm-layers`` (a deeper language model) and
+``--position-pretraining`` (a region-free position question in the base model's tasks) change that setup
+for every arm alike; all are off by default. ``--base-only --position-probes`` measures a base model alone.
 """
 
 from __future__ import annotations
