@@ -1732,7 +1732,8 @@ def main(
         settings.arms = ()
     report = run_experiment(settings, log=typer.echo)
     typer.echo(report.table_markdown)
-    typer.echo(f"{report.seconds:.0f} s in all, {1000 * report.seconds_per_step:.0f} ms per training step")
+    per_step = f", {1000 * report.seconds_per_step:.0f} ms per training step" if report.runs else ""
+    typer.echo(f"{report.seconds:.0f} s in all{per_step}")
     data = json.loads(json.dumps(report.to_json(), default=str))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
