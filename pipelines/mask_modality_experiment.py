@@ -30,7 +30,9 @@ takes a hub id, a folder or ``tiny-random:<family>`` instead (used as it is, not
 The tiny model barely tells where a patch is (:class:`PositionReading`); ``--position-init`` (position
 embeddings at the patch embeddings' scale), ``--lm-layers`` (a deeper language model) and
 ``--position-pretraining`` (a region-free position question in the base model's tasks) change that setup
-for every arm alike; all are off by default. ``--base-only --position-probes`` measures a base model alone.
+for every arm alike; all are off by default (in EXPERIMENTS.md none of them moves a position cell: the budget
+per task, not the setup, is what the encoder's relation and motion lack). ``--base-only --position-probes``
+measures a base model alone.
 """
 
 from __future__ import annotations
@@ -904,7 +906,7 @@ def position_example(seed: int, index: int) -> TaskExample:
 
     Region-free (objects are named by colour; no region is input, no mark drawn), it asks the base model to
     read where two objects are from its image tokens and compare them, the skill every design that leaves
-    positions in the image needs (see :data:`POSITION_PRETRAINING`). Example ``index`` asks "left of" for
+    positions in the image needs (see :data:`POSITION_PRETRAINING_STEPS`). Example ``index`` asks "left of" for
     even ``index // 2`` and "above" otherwise; its answer is "yes" for even ``index``, so any multiple of 4
     examples is balanced in both.
     """
@@ -942,8 +944,8 @@ DESCRIBE = Task("describe", "", "Describe the image.", (), 0, 0.0, describe_exam
 GROUND = Task("ground", "", "", (), 0, 0.0, ground_example)
 POSITION = Task("position", "", "", ("yes", "no"), 0, 0.5, position_example)
 #: ``--position-pretraining``: the base model also learns :func:`position_example` (as many examples as each
-#: of the other two base tasks, and 1.5x the steps, so description and grounding keep theirs). Without it the
-#: base model does not learn to read positions from its image tokens (see EXPERIMENTS.md, round 2).
+#: of the other two base tasks, and 1.5x the steps, so description and grounding keep theirs). In the quick
+#: budget the base model stays at chance on it (EXPERIMENTS.md, round 2, the section on positions).
 POSITION_PRETRAINING_STEPS = 1.5
 BASE_ARM = Arm("base", "none", "no regions", "", lambda: TextMaskTokenizer(), uses_regions=False)
 
