@@ -9,11 +9,11 @@ One VLM is trained in five arms that differ only in how the designated region(s)
 * ``no_region``: nothing; the prompt says "the object" (the floor: what the image alone gives);
 * ``text``: each region's box in the family's own coordinate syntax (``TextMaskTokenizer``, generic
   ``[x1,y1,x2,y2]`` on 0..1000 for SmolVLM);
-* ``set_of_mark``: a ring drawn just outside each region and a numbered tag beside it (:class:`TaggedSetOfMark`);
-  no pixel of any region is changed, so the object stays readable;
+* ``set_of_mark``: a ring drawn just outside each region and a numbered tag beside it (``SetOfMarkTokenizer``,
+  style ``"tag"``); no pixel of any region is changed, so the object stays readable;
 * ``mask_tokens``: vision features pooled under each mask plus a mask-shape token (``MaskPooledTokenizer``);
 * ``mask_encoder``: the mask added to the patch embedding by a zero-initialised convolution
-  (``MaskEncoderPrompt``), one input channel per region slot (:class:`RegionChannelEncoder`).
+  (``MaskEncoderPrompt``), one input channel per region slot (``channels="region"``).
 
 All arms start from one base model and train the same parameters: the whole VLM (language model,
 connector and vision tower) on the same examples in the same order; the trained designs also train their own
@@ -26,6 +26,13 @@ first taught to see (:func:`pretrain`: name the objects of whole scenes, and giv
 by its colour in the family's coordinate format), with no region input and no marks, so that no design is
 favoured and every design starts from a model that can read its image, as it would in practice. ``--model``
 takes a hub id, a folder or ``tiny-random:<family>`` instead (used as it is, not pretrained).
+
+The tiny model barely tells where a patch is (:class:`PositionReading`); ``--position-init`` (position
+embeddings at the patch embeddings' scale), ``--lm-layers`` (a deeper language model) and
+``--position-pretraining`` (a region-free position question in the base model's tasks) change that setup
+for every arm alike; all are off by default (in EXPERIMENTS.md none of them moves a position cell: the budget
+per task, not the setup, is what the encoder's relation and motion lack). ``--base-only --position-probes``
+measures a base model alone.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 import typer
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import nn
 
 from segvlm.masktok.base import MaskTokenizer, MaskTokens
@@ -68,6 +75,7 @@ EXPERIMENT_COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "whit
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 MARK_COLOURS = ((150, 150, 150), (255, 140, 0))  # grey, orange: neither is an object colour
 OBJECT_GAP = 6  # px between object boxes, so a 2 px ring around one object never touches another
+TINY_LM_LAYERS = 2  # language-model layers of segvlm.testing.vlm.build_smolvlm's model
 
 
 # -- tasks --------------------------------------------------------------------------------------------------
@@ -324,151 +332,15 @@ TASKS: tuple[Task, ...] = (COLOUR_TASK, SHAPE_TASK, RELATION_TASK, COUNT_TASK, M
 
 
 # -- designs as the experiment uses them ---------------------------------------------------------------------
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """(H, W) bool: ``mask`` grown by ``radius`` pixels (8-neighbourhood, i.e. a square structuring element)."""
-    out = mask.copy()
-    for _ in range(radius):
-        padded = np.pad(out, 1)  # (H+2, W+2)
-        grown = np.zeros_like(out)
-        for dy in range(3):
-            for dx in range(3):
-                grown |= padded[dy : dy + out.shape[0], dx : dx + out.shape[1]]
-        out = grown
-    return out
+def tag_marks(max_regions: int = 4) -> SetOfMarkTokenizer:
+    """The Set-of-Mark arm's tokenizer: segvlm's ``"tag"`` style (a 2 px ring outside each mask and a numbered
+    tag beside it, no region pixel changed), mark 1 grey and mark 2 orange (:data:`MARK_COLOURS`)."""
+    return SetOfMarkTokenizer(style="tag", max_regions=max_regions, ring=2, font_size=10, tag_colours=MARK_COLOURS)
 
 
-def _tag_candidates(box: tuple[int, int, int, int], tw: int, th: int) -> list[tuple[int, int]]:
-    """Top-left corners of a tw x th tag touching ``box`` (x0, y0, x1, y1, exclusive) from outside: sides first."""
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-    return [
-        (x1, cy - th // 2),
-        (cx - tw // 2, y0 - th),
-        (x0 - tw, cy - th // 2),
-        (cx - tw // 2, y1),
-        (x1, y0 - th),
-        (x0 - tw, y0 - th),
-        (x1, y1),
-        (x0 - tw, y1),
-    ]
-
-
-def draw_tags(image: Image.Image, masks: Sequence[np.ndarray], ring: int = 2, font_size: int = 10) -> Image.Image:
-    """A copy of ``image`` with a ``ring``-pixel ring just outside each mask and a numbered tag touching it.
-
-    Unlike ``segvlm.masktok.visual_prompt.draw_marks`` (a fill or an outline on the object and a number at its
-    centre), the ring is outside every mask, and each tag takes the place beside its ring that covers the
-    fewest region pixels, then the fewest non-background pixels (background = the image's median colour);
-    in the generated tasks no region pixel is ever covered (tested). Mark ``k`` is drawn in
-    ``MARK_COLOURS[k]``, so two marks also differ in colour, not only in their digit.
-    """
-    canvas = np.asarray(image.convert("RGB")).copy()  # (H, W, 3)
-    height, width = canvas.shape[:2]
-    union = np.zeros((height, width), dtype=bool)
-    for mask in masks:
-        union |= mask
-    background = np.median(canvas.reshape(-1, 3), axis=0)  # (3,)
-    boxes = []
-    for k, mask in enumerate(masks):
-        grown = dilate(mask, ring)
-        canvas[grown & ~union] = MARK_COLOURS[k % len(MARK_COLOURS)]
-        ys, xs = np.nonzero(grown)
-        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
-    busy = np.abs(canvas.astype(np.int32) - background).sum(-1) > 30  # (H, W) pixels a tag should not hide
-    busy |= union
-    out = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(out)
-    font = ImageFont.load_default(size=font_size)
-    for k, box in enumerate(boxes):
-        text = str(k + 1)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 2, bottom - top + 2
-        best, best_cost = None, math.inf
-        for x, y in _tag_candidates(box, tw, th):
-            if x < 0 or y < 0 or x + tw > width or y + th > height:
-                continue
-            cost = busy[y : y + th, x : x + tw].sum() + 1000 * union[y : y + th, x : x + tw].sum()
-            if cost < best_cost:
-                best, best_cost = (x, y), cost
-        if best is None:  # no room beside the region: fall back to a corner of the image
-            best = (0, 0)
-        x, y = best
-        colour = MARK_COLOURS[k % len(MARK_COLOURS)]
-        draw.rectangle((x, y, x + tw - 1, y + th - 1), fill=colour)
-        draw.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0), font=font)
-        busy[y : y + th, x : x + tw] = True
-    return out
-
-
-class TaggedSetOfMark(SetOfMarkTokenizer):
-    """Set-of-Mark with marks that leave every region visible: a ring outside each mask and a numbered tag
-    beside it (:func:`draw_tags`); the prompt names regions ``"mark 1"``, ``"mark 2"``.
-
-    Args:
-        ring: ring width in pixels.
-        font_size: digit height in pixels.
-        max_regions: budget of regions per image.
-    """
-
-    def __init__(self, ring: int = 2, font_size: int = 10, max_regions: int = 4):
-        super().__init__(style="contour", max_regions=max_regions)
-        self.ring, self.font_size = ring, font_size
-
-    def encode(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Any]]) -> MaskTokens:
-        masks = region_masks(images, regions, self.max_regions)
-        marked = [
-            draw_tags(img, m, self.ring, self.font_size) if m else img for img, m in zip(images, masks, strict=True)
-        ]
-        texts = [[self.region_format.format(n=k + 1) for k in range(len(m))] for m in masks]
-        return MaskTokens(images=marked, region_texts=texts)
-
-    def config_dict(self) -> dict[str, Any]:
-        return {**super().config_dict(), "ring": self.ring, "font_size": self.font_size}
-
-
-class RegionChannelEncoder(MaskEncoderPrompt):
-    """The mask-in-encoder design with one mask channel per region slot (a ``max_regions``-channel zero conv).
-
-    ``MaskEncoderPrompt`` merges the regions of an image into one channel, so "is region 1 left of region 2"
-    and "is region 2 left of region 1" reach the model as the same input (see ``test_union_channel_cannot_
-    tell_regions_apart``); here region ``k`` is channel ``k``. With one region it is the stock design with
-    an extra, all-zero input channel. Regions are named ``"region 1"``, ``"region 2"`` in the prompt.
-    """
-
-    def __init__(self, max_regions: int = 2, region_format: str = "region {n}"):
-        super().__init__(max_regions=max_regions)
-        self.region_format = region_format
-
-    def bind(self, vlm) -> None:
-        super().bind(vlm)  # hooks the patch embedding; the hook reads self.conv at call time
-        layout = vlm.layout
-        self.conv = nn.Conv2d(
-            self.max_regions, layout.vision_width, layout.patch_size, stride=layout.patch_size, bias=False
-        )
-        nn.init.zeros_(self.conv.weight)
-
-    def encode(self, images: Sequence[Image.Image], regions: Sequence[Sequence[Any]]) -> MaskTokens:
-        vlm = self._require_vlm()
-        layout, images = vlm.layout, list(images)
-        masks = region_masks(images, regions, self.max_regions)
-        inputs = layout.image_inputs(images)
-        channels = []  # per slot, per image: the slot's mask map in the tower's layout
-        for k in range(self.max_regions):
-            chosen = [[m[k]] if k < len(m) else [self._blank(img)] for m, img in zip(masks, images, strict=True)]
-            grids = layout.grids(chosen, inputs, images)
-            for grid, image_masks in zip(grids, masks, strict=True):
-                if k >= len(image_masks):
-                    grid.pixels.zero_()  # an empty slot adds nothing
-            channels.append(grids)
-        per_image = [
-            replace(channels[0][i], pixels=torch.cat([slot[i].pixels for slot in channels], dim=1))  # (n, R, H, W)
-            for i in range(len(images))
-        ]
-        texts = [[self.region_format.format(n=k + 1) for k in range(len(m))] for m in masks]
-        return MaskTokens(images=images, region_texts=texts, encoder_masks=layout.encoder_pixels(per_image))
-
-    def config_dict(self) -> dict[str, Any]:
-        return {"max_regions": self.max_regions, "region_format": self.region_format}
+def draw_tags(image: Image.Image, masks: Sequence[np.ndarray]) -> Image.Image:
+    """``image`` with ``masks`` marked as the Set-of-Mark arm marks them (:func:`tag_marks`)."""
+    return tag_marks().draw(image, list(masks))
 
 
 @dataclass(frozen=True)
@@ -495,7 +367,7 @@ class Arm:
 ARMS: tuple[Arm, ...] = (
     Arm("no_region", "none", "the prompt says 'the object'", "", lambda: TextMaskTokenizer(), uses_regions=False),
     Arm("text", "text", "box as [x1,y1,x2,y2] on 0..1000 (the family's own format)", "", lambda: TextMaskTokenizer()),
-    Arm("set_of_mark", "set_of_mark", "ring outside the mask + numbered tag beside it", "", lambda: TaggedSetOfMark()),
+    Arm("set_of_mark", "set_of_mark", "ring outside the mask + numbered tag beside it", "", tag_marks),
     Arm(
         "mask_tokens",
         "pooled",
@@ -508,7 +380,7 @@ ARMS: tuple[Arm, ...] = (
         "encoder",
         "mask added to the patch embedding by a zero conv, one channel per region",
         "mask convolution",
-        lambda: RegionChannelEncoder(max_regions=2),
+        lambda: MaskEncoderPrompt(max_regions=2, channels="region"),
     ),
 )
 
@@ -559,6 +431,12 @@ class Settings:
         pretrain_steps: image-description steps before the arms (None: the mode's for the tiny model, 0 for
             ``model``).
         cache: encode every batch once and keep it (see :class:`Batches`); False for large checkpoints.
+        position_pretraining: the base model also learns to compare two objects' positions (:data:`POSITION`,
+            region-free); off by default, which reproduces the committed full run.
+        position_init: the tiny tower's position embeddings start as a 2D sine/cosine table at the scale of
+            its patch embeddings (:func:`init_tower_positions`); off by default.
+        lm_layers: language-model layers of the tiny model (2 by default, as ``build_smolvlm`` builds it).
+        position_probes: also train the :data:`SIDE_PROBES` from the base model (:func:`measure_position_learning`).
     """
 
     mode: str = "quick"
@@ -574,6 +452,10 @@ class Settings:
     base_seed: int = 0
     pretrain_steps: int | None = None
     cache: bool = True
+    position_pretraining: bool = False
+    position_init: bool = False
+    lm_layers: int = TINY_LM_LAYERS
+    position_probes: bool = False
 
 
 # -- data and the encoding cache ---------------------------------------------------------------------------------
@@ -1015,6 +897,36 @@ def ground_example(seed: int, index: int) -> TaskExample:
     return TaskExample(Image.fromarray(scene.frames[0]), (scene.masks[0][k],), "", question=question)
 
 
+POSITION_MARGIN = 8  # px: the two centres differ at least this much along the asked axis (as RELATION_MARGIN)
+POSITION_RELATIONS = ("left of", "above")
+
+
+def position_example(seed: int, index: int) -> TaskExample:
+    """A scene and "Is the <colour> object left of / above the <colour> object?", answered yes or no.
+
+    Region-free (objects are named by colour; no region is input, no mark drawn), it asks the base model to
+    read where two objects are from its image tokens and compare them, the skill every design that leaves
+    positions in the image needs (see :data:`POSITION_PRETRAINING_STEPS`). Example ``index`` asks "left of" for
+    even ``index // 2`` and "above" otherwise; its answer is "yes" for even ``index``, so any multiple of 4
+    examples is balanced in both.
+    """
+    rng = _rng("position", seed, index)
+    relation, answer = POSITION_RELATIONS[(index // 2) % 2], ("yes", "no")[index % 2]
+    axis = 0 if relation == "left of" else 1
+    while True:
+        scene = _base_scene(rng)
+        coords = [obj.centres[0][axis] for obj in scene.objects]
+        n = len(coords)
+        pairs = [(a, b) for a in range(n) for b in range(n) if coords[b] - coords[a] >= POSITION_MARGIN]  # a before b
+        if pairs:
+            break
+    a, b = pairs[int(rng.integers(len(pairs)))]
+    first, second = (a, b) if answer == "yes" else (b, a)
+    colours = scene.objects[first].colour, scene.objects[second].colour
+    question = f"Is the {colours[0]} object {relation} the {colours[1]} object?"
+    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+
+
 def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
     """Grounding examples with their answer: the region's box as ``TextMaskTokenizer`` writes it for this family."""
     writer = TextMaskTokenizer()
@@ -1030,6 +942,11 @@ def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
 
 DESCRIBE = Task("describe", "", "Describe the image.", (), 0, 0.0, describe_example)
 GROUND = Task("ground", "", "", (), 0, 0.0, ground_example)
+POSITION = Task("position", "", "", ("yes", "no"), 0, 0.5, position_example)
+#: ``--position-pretraining``: the base model also learns :func:`position_example` (as many examples as each
+#: of the other two base tasks, and 1.5x the steps, so description and grounding keep theirs). In the quick
+#: budget the base model stays at chance on it (EXPERIMENTS.md, round 2, the section on positions).
+POSITION_PRETRAINING_STEPS = 1.5
 BASE_ARM = Arm("base", "none", "no regions", "", lambda: TextMaskTokenizer(), uses_regions=False)
 
 
@@ -1087,6 +1004,46 @@ def answer_scores(vlm, batches: Sequence[CachedBatch]) -> dict[str, AnswerScore]
     }
 
 
+def sincos_positions(side: int, width: int) -> torch.Tensor:
+    """(side * side, width) 2D sine/cosine position table for a ``side`` x ``side`` patch grid, row-major.
+
+    The first half of the channels depends on the patch's column only, the second half on its row; each half
+    holds sines and cosines at ``width // 4`` frequencies, from a quarter period across the grid (monotonic:
+    left-to-right order is one linear read-out) to a period of 4 patches. Channels left over are zero.
+    """
+    quarter = width // 4
+    omega = math.pi * torch.arange(1, quarter + 1, dtype=torch.float32) / (2 * side)  # (Q,) radians per patch
+    angles = torch.arange(side, dtype=torch.float32)[:, None] * omega  # (side, Q)
+    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (side, 2Q)
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")  # (side, side) each
+    table = torch.cat([axis[cols.flatten()], axis[rows.flatten()]], dim=1)  # (side*side, 4Q)
+    return torch.nn.functional.pad(table, (0, width - table.shape[1]))
+
+
+def init_tower_positions(vlm, images: Sequence[Image.Image]) -> float:
+    """Give the tiny tower position embeddings it can be read by: :func:`sincos_positions`, scaled to the RMS
+    of its patch embeddings on ``images`` (they stay trainable).
+
+    Built with ``transformers``' default init, the position table has standard deviation 0.02 while the patch
+    convolution's outputs (768 inputs of std-0.02 weights) have an RMS near 0.6, 30x more, and after
+    pretraining 100x more (``position_reading`` in the JSON): where a patch is barely changes what the tower
+    sees. A pretrained SigLIP checkpoint has learnt position embeddings that matter; this gives the tiny one
+    that property from the start, for every arm alike.
+
+    Returns:
+        the scale applied (the patch embeddings' RMS).
+    """
+    embeddings = vlm.layout.embedding_module()
+    table = embeddings.position_embedding.weight  # (side*side, D)
+    side = math.isqrt(table.shape[0])
+    with torch.no_grad():
+        pixels = vlm.layout.image_inputs(list(images))["pixel_values"][:, 0]  # (B, 3, H, W), one tile each
+        scale = float(embeddings.patch_embedding(pixels.to(table.device, table.dtype)).pow(2).mean().sqrt())
+        fresh = sincos_positions(side, table.shape[1])
+        table.copy_(fresh * scale / fresh.pow(2).mean().sqrt())
+    return scale
+
+
 def pretrain(model_dir: str, seed: int, settings: Settings, folder: Path, log: Callable[[str], None]) -> PretrainResult:
     """Teach the randomly initialised VLM to see: describe whole scenes, and give the box of an object named by
     its colour in the family's coordinate format (the grounding that text coordinates presuppose). No region
@@ -1096,10 +1053,16 @@ def pretrain(model_dir: str, seed: int, settings: Settings, folder: Path, log: C
     budget, device = settings.budget, _device(settings.device)
     torch.manual_seed(seed)
     vlm = load_vlm(model_dir, BASE_ARM, device, train_vision=True)
-    train = with_box_answers(vlm, make_examples([DESCRIBE, GROUND], budget.pretrain_examples // 2, seed + 2000))
+    if settings.position_init:
+        scale = init_tower_positions(
+            vlm, [Image.fromarray(_base_scene(_rng("scale", seed, i)).frames[0]) for i in range(32)]
+        )
+        log(f"  tower position embeddings: 2D sine/cosine at the patch embeddings' RMS {scale:.2f}")
+    base_tasks = [DESCRIBE, GROUND, POSITION] if settings.position_pretraining else [DESCRIBE, GROUND]
+    train = with_box_answers(vlm, make_examples(base_tasks, budget.pretrain_examples // 2, seed + 2000))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
     train = [train[i] for i in order]  # describe and ground mixed in every batch
-    held_out = with_box_answers(vlm, make_examples([DESCRIBE, GROUND], max(budget.eval_per_task // 2, 2), seed + 3000))
+    held_out = with_box_answers(vlm, make_examples(base_tasks, max(budget.eval_per_task // 2, 2), seed + 3000))
     batches = Batches(vlm, BASE_ARM, chunks(train, budget.batch_size), "", settings.cache)
     eval_batches = Batches(vlm, BASE_ARM, chunks(held_out, 64), "", settings.cache)
     curve = [(0, answer_scores(vlm, eval_batches))]
@@ -1179,6 +1142,27 @@ def _device(setting: str) -> str:
     return setting
 
 
+def _tiny_name(settings: Settings) -> str:
+    """The folder name of the tiny model as built (before any pretraining)."""
+    layers = "" if settings.lm_layers == TINY_LM_LAYERS else f"-lm{settings.lm_layers}"
+    return f"tiny-smolvlm-{IMAGE_SIZE}px-seed{settings.base_seed}{layers}"
+
+
+def build_tiny(folder: Path, settings: Settings) -> None:
+    """The tiny SmolVLM of ``segvlm.testing.vlm.build_smolvlm`` at :data:`IMAGE_SIZE`, with ``settings.lm_layers``
+    language-model layers (re-initialised from the same seed when that is not the builder's 2)."""
+    from segvlm.testing.vlm import build_smolvlm
+
+    build_smolvlm(folder, image_size=IMAGE_SIZE, seed=settings.base_seed)
+    if settings.lm_layers != TINY_LM_LAYERS:
+        from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+        config = SmolVLMConfig.from_pretrained(folder)
+        config.text_config.num_hidden_layers = settings.lm_layers
+        torch.manual_seed(settings.base_seed)
+        SmolVLMForConditionalGeneration(config).save_pretrained(folder)
+
+
 def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tuple[str, PretrainResult | None]:
     """The folder every arm starts from, and its pretraining record.
 
@@ -1191,19 +1175,27 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
     if settings.model is not None:
         from segvlm.resolve import resolve_model
 
+        if settings.position_init:
+            raise ValueError("--position-init re-initialises the tiny model's tower; a checkpoint keeps its own")
+
         source, name = resolve_model(settings.model), settings.model.replace("/", "--").replace(":", "-")
         steps = steps or 0
     else:
-        from segvlm.testing.vlm import build_smolvlm
-
-        name = f"tiny-smolvlm-{IMAGE_SIZE}px-seed{settings.base_seed}"
+        name = _tiny_name(settings)
         source = str(root / name)
         if not (Path(source) / "config.json").is_file():
-            build_smolvlm(source, image_size=IMAGE_SIZE, seed=settings.base_seed)
-        steps = settings.budget.pretrain_steps if steps is None else steps
+            build_tiny(Path(source), settings)
+        if steps is None:
+            steps = settings.budget.pretrain_steps
+            if settings.position_pretraining:
+                steps = round(steps * POSITION_PRETRAINING_STEPS)
     if steps == 0:
         return source, None
     folder = root / f"{name}-base-{steps}steps-{settings.budget.pretrain_examples}ex-{settings.budget.batch_size}b"
+    if settings.position_pretraining:
+        folder = folder.with_name(folder.name + "-position")
+    if settings.position_init:
+        folder = folder.with_name(folder.name + "-sincos")
     record = folder / "pretrain.json"
     if record.is_file():
         log(f"reusing the base model in {folder}")
@@ -1257,6 +1249,168 @@ def measure_overlays(scenes: int = 30) -> list[OverlayMeasurement]:
                 changed = (marked != scene.frames[0]).any(-1) & mask  # (H, W)
                 fractions.append(changed.sum() / mask.sum())
             out.append(OverlayMeasurement(name, size, float(np.mean(fractions)), scenes))
+    return out
+
+
+@dataclass
+class PositionReading:
+    """Whether where things are reaches the language model, for one model (the random init or the base).
+
+    Attributes:
+        model: ``"init"`` (as built, before pretraining) or ``"base"`` (what every arm starts from).
+        position_rms: RMS of the vision tower's position embeddings.
+        patch_rms: RMS of its patch embeddings (the convolution's outputs) on held-out scenes.
+        token_column_probe: held-out accuracy of a linear read-out (ridge regression on one-hot targets) of
+            each LM image token's grid column (4 columns: chance 0.25) from that token's features alone.
+        token_row_probe: the same for its grid row.
+        ground_first_digits: teacher-forced accuracy of the first digit of x1 and of y1 in the held-out
+            "Where is the <colour> object?" answers (the coarse position of the object; base only, else 0).
+        ground_first_digits_majority: the same for always writing the most frequent digit.
+        images: held-out scenes the probes use (two thirds fit, one third scored).
+    """
+
+    model: str
+    position_rms: float
+    patch_rms: float
+    token_column_probe: float
+    token_row_probe: float
+    ground_first_digits: float
+    ground_first_digits_majority: float
+    images: int
+
+
+def _ridge_accuracy(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> float:
+    """Accuracy on rows ``fit:`` of a ridge regression onto one-hot ``y`` fitted on rows ``:fit``."""
+    x = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
+    target = nn.functional.one_hot(y, classes).double()  # (N, C)
+    gram = x[:fit].T @ x[:fit] + lam * torch.eye(x.shape[1], dtype=torch.float64)
+    weights = torch.linalg.solve(gram, x[:fit].T @ target[:fit])  # (D+1, C)
+    return float(((x[fit:] @ weights).argmax(1) == y[fit:]).double().mean())
+
+
+@torch.no_grad()
+def measure_position_reading(vlm, label: str, images: int = 600) -> PositionReading:
+    """:class:`PositionReading` of ``vlm`` on scenes of stream 7 (never trained on)."""
+    vlm.model.eval()
+    scenes = [ground_example(7, i) for i in range(images)]
+    embeddings = vlm.layout.embedding_module()
+    tokens, patch_sq = [], []
+    for start in range(0, images, 64):
+        inputs = vlm.layout.image_inputs([e.image for e in scenes[start : start + 64]])
+        pixels = inputs["pixel_values"][:, 0]  # (B, 3, H, W): one tile per image
+        patch_sq.append(embeddings.patch_embedding(pixels).pow(2).mean())
+        tokens += [m.float() for m in vlm.layout.features(inputs, (-1,)).merged]  # (M, D_lm) each
+    features = torch.stack(tokens)  # (N, M, D_lm)
+    n, m = features.shape[:2]
+    side = math.isqrt(m)
+    column = (torch.arange(m) % side).repeat(n)  # (N*M,)
+    row = (torch.arange(m) // side).repeat(n)
+    flat, fit = features.reshape(n * m, -1), (2 * n // 3) * m
+    digits, majority = 0.0, 0.0
+    if label == "base":
+        held = with_box_answers(vlm, make_examples([GROUND], 128, 3000))
+        out = forward(vlm, encode(vlm, BASE_ARM, held, ""))
+        targets, picked = out.labels[:, 1:], out.logits[:, :-1].argmax(-1)  # (B, S-1) each
+        start = (targets != -100).float().argmax(-1)  # (B,) the answer's "["
+        rows = torch.arange(len(held))
+        answers = [e.example.answer for e in held]
+        right, counts = [], []
+        for offset_of in (lambda a: 1, lambda a: a.index(",") + 1):  # first digit of x1, of y1
+            offsets = torch.tensor([offset_of(a) for a in answers])
+            right.append((picked[rows, start + offsets] == targets[rows, start + offsets]).double().mean())
+            firsts = Counter(a[offset_of(a)] for a in answers)
+            counts.append(firsts.most_common(1)[0][1] / len(answers))
+        digits, majority = float(np.mean(right)), float(np.mean(counts))
+    vlm.model.train()
+    return PositionReading(
+        model=label,
+        position_rms=float(embeddings.position_embedding.weight.pow(2).mean().sqrt()),
+        patch_rms=float(torch.stack(patch_sq).mean().sqrt()),
+        token_column_probe=_ridge_accuracy(flat, column, side, fit),
+        token_row_probe=_ridge_accuracy(flat, row, side, fit),
+        ground_first_digits=digits,
+        ground_first_digits_majority=majority,
+        images=images,
+    )
+
+
+def position_readings(settings: Settings, root: Path, model_dir: str) -> list[PositionReading]:
+    """:func:`measure_position_reading` of the tiny model as built (with ``--position-init`` applied) and of the
+    base model; empty for a ``--model`` checkpoint."""
+    if settings.model is not None:
+        return []
+    images = 60 if settings.mode == "smoke" else 600
+    init = load_vlm(str(root / _tiny_name(settings)), BASE_ARM, _device(settings.device))
+    if settings.position_init:
+        init_tower_positions(
+            init, [Image.fromarray(_base_scene(_rng("scale", settings.base_seed, i)).frames[0]) for i in range(32)]
+        )
+    base = load_vlm(model_dir, BASE_ARM, _device(settings.device))
+    return [measure_position_reading(init, "init", images), measure_position_reading(base, "base", images)]
+
+
+def side_example(n_objects: int, seed: int, index: int) -> TaskExample:
+    """``n_objects`` objects; "Is the object on the left?" (one object) or "Is the <colour> object on the left?"
+    about the first one, whose centre is at least 8 px from the middle column; "yes" for even ``index``.
+
+    The two probes of :func:`measure_position_learning`: with one object the model need only read where the
+    object is; with three it must also find the object the question names, as every region task must."""
+    rng = _rng(f"side{n_objects}", seed, index)
+    answer = ("yes", "no")[index % 2]
+    config = replace(STILL, n_objects=n_objects)
+    while True:
+        colours = _pick(rng, EXPERIMENT_COLOURS, n_objects)
+        shapes = [SHAPES[j] for j in rng.choice(len(SHAPES), size=n_objects)]
+        sizes = [("small", "large")[j] for j in rng.choice(2, size=n_objects)]
+        scene = layout_scene(rng, colours, shapes, sizes, config)
+        x = scene.objects[0].centres[0][0]
+        if abs(x - IMAGE_SIZE / 2) >= POSITION_MARGIN and (x < IMAGE_SIZE / 2) == (answer == "yes"):
+            break
+    question = "Is the object on the left?" if n_objects == 1 else f"Is the {colours[0]} object on the left?"
+    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+
+
+SIDE_PROBES = (
+    Task("side_of_the_only_object", "", "", ("yes", "no"), 0, 0.5, lambda seed, i: side_example(1, seed, i)),
+    Task("side_of_a_named_object", "", "", ("yes", "no"), 0, 0.5, lambda seed, i: side_example(3, seed, i)),
+)
+
+
+@dataclass
+class PositionProbe:
+    """A region-free question trained briefly from the base model: how fast it learns to read a position.
+
+    Attributes:
+        task: a :data:`SIDE_PROBES` name.
+        steps: optimizer steps (batch 32, every parameter, the arms' optimiser).
+        curve: (step, held-out accuracy) every 50 steps; chance 0.5.
+    """
+
+    task: str
+    steps: int
+    curve: list[tuple[int, float]]
+
+
+def measure_position_learning(model_dir: str, settings: Settings, log: Callable[[str], None]) -> list[PositionProbe]:
+    """Train each :data:`SIDE_PROBES` question alone from the base model (640 examples of stream 0, scored on
+    128 of stream 1000, 300 steps; the smoke mode's sizes in smoke runs)."""
+    smoke = settings.mode == "smoke"
+    steps, examples, held = (settings.budget.steps, 8, 4) if smoke else (300, 640, 128)
+    out = []
+    for task in SIDE_PROBES:
+        torch.manual_seed(0)
+        vlm = load_vlm(model_dir, BASE_ARM, _device(settings.device))
+        batches = Batches(vlm, BASE_ARM, chunks(make_examples([task], examples, 0), 32), "", settings.cache)
+        scored = Batches(vlm, BASE_ARM, chunks(make_examples([task], held, 1000), 64), "", settings.cache)
+        curve = [(0, evaluate(vlm, scored, [task], "")[task.name].accuracy)]
+
+        def score(step: int, vlm=vlm, scored=scored, task=task, curve=curve) -> None:
+            curve.append((step, evaluate(vlm, scored, [task], "")[task.name].accuracy))
+
+        params = list(vlm.model.parameters())
+        train_loop(vlm, params, batches, steps, settings.budget.lr, settings.budget.warmup, 0, 50, score)
+        log(f"  probe {task.name}: " + " ".join(f"{step} {acc:.2f}" for step, acc in curve))
+        out.append(PositionProbe(task=task.name, steps=steps, curve=curve))
     return out
 
 
@@ -1336,6 +1490,8 @@ def summarise(runs: Sequence[RunResult], arms: Sequence[str], tasks: Sequence[st
 
 def markdown_table(cells: Sequence[Cell], tasks: Sequence[Task], arms: Sequence[str]) -> str:
     """Arms as rows, tasks as columns, ``mean ± std`` per cell, the best mean of each column in bold."""
+    if not arms:
+        return ""
     by = {(c.arm, c.task): c for c in cells}
     head = "| arm | " + " | ".join(f"{t.name} (chance {t.chance:.2f})" for t in tasks) + " |"
     lines = [head, "| --- |" + " --- |" * len(tasks)]
@@ -1418,6 +1574,8 @@ class Report:
     runs: list[RunResult]
     overlay_measurement: list[OverlayMeasurement]
     mark_locality: MarkLocality
+    position_reading: list[PositionReading]
+    position_probes: list[PositionProbe]
     seconds: float
     seconds_per_step: float
 
@@ -1455,6 +1613,15 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
         root = settings.work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         model_dir, base = base_model(settings, root, log)
+        readings = position_readings(settings, root, model_dir)
+        for reading in readings:
+            log(
+                f"  positions, {reading.model}: position/patch embedding RMS {reading.position_rms:.3f}/"
+                f"{reading.patch_rms:.2f}, token column/row probe {reading.token_column_probe:.2f}/"
+                f"{reading.token_row_probe:.2f}, grounding first digits {reading.ground_first_digits:.2f} "
+                f"(majority {reading.ground_first_digits_majority:.2f})"
+            )
+        probes = measure_position_learning(model_dir, settings, log) if settings.position_probes else []
         for seed in settings.seeds:
             train = make_examples(tasks, settings.budget.train_per_task, seed)
             held_out = make_examples(tasks, settings.budget.eval_per_task, seed + 1000)
@@ -1472,7 +1639,8 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
                 )
     cells = summarise(runs, [a.name for a in arms], [t.name for t in tasks])
     steps = sum(r.steps for r in runs)
-    default_model = f"tiny random SmolVLM at {IMAGE_SIZE} px (segvlm.vlm.tiny.build_smolvlm, seed {settings.base_seed})"
+    builder = "segvlm.testing.vlm.build_smolvlm"
+    default_model = f"tiny random SmolVLM at {IMAGE_SIZE} px ({builder}, seed {settings.base_seed})"
     return Report(
         mode=settings.mode,
         budget=settings.budget,
@@ -1491,6 +1659,8 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
         runs=runs,
         overlay_measurement=measure_overlays(),
         mark_locality=measure_mark_locality(),
+        position_reading=readings,
+        position_probes=probes,
         seconds=time.perf_counter() - started,
         seconds_per_step=sum(r.train_seconds for r in runs) / max(steps, 1),
     )
@@ -1515,6 +1685,17 @@ def main(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="encode batches once (off for large checkpoints)"),
     pretrain_steps: int | None = typer.Option(None, "--pretrain-steps", min=0, help="override the base model's steps"),
     replot: Path | None = typer.Option(None, "--replot", help="only draw --plot from this saved --json, no training"),
+    position_pretraining: bool = typer.Option(
+        False, "--position-pretraining", help="the base model also compares objects' positions (region-free)"
+    ),
+    position_init: bool = typer.Option(
+        False, "--position-init", help="tiny tower: 2D sine/cosine position embeddings at the patch embeddings' scale"
+    ),
+    lm_layers: int = typer.Option(TINY_LM_LAYERS, "--lm-layers", min=1, help="language-model layers of the tiny model"),
+    position_probes: bool = typer.Option(
+        False, "--position-probes", help="also time how fast the base model learns to read positions (2 x 300 steps)"
+    ),
+    base_only: bool = typer.Option(False, "--base-only", help="only the base model and its measurements, no arms"),
 ) -> None:
     """Train every arm with every seed on all tasks; print the table, write the JSON and the plot."""
     if replot is not None:
@@ -1545,15 +1726,22 @@ def main(
         answer_prefix=answer_prefix,
         pretrain_steps=pretrain_steps,
         cache=cache,
+        position_pretraining=position_pretraining,
+        position_init=position_init,
+        lm_layers=lm_layers,
+        position_probes=position_probes,
     )
+    if base_only:
+        settings.arms = ()
     report = run_experiment(settings, log=typer.echo)
     typer.echo(report.table_markdown)
-    typer.echo(f"{report.seconds:.0f} s in all, {1000 * report.seconds_per_step:.0f} ms per training step")
+    per_step = f", {1000 * report.seconds_per_step:.0f} ms per training step" if report.runs else ""
+    typer.echo(f"{report.seconds:.0f} s in all{per_step}")
     data = json.loads(json.dumps(report.to_json(), default=str))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(data, indent=2))
-    if plot_path is not None:
+    if plot_path is not None and data["table"]:
         plot_report(data, plot_path)
 
 

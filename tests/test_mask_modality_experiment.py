@@ -1,10 +1,12 @@
 """The mask-modality experiment: tasks with known, balanced answers; marks that spare the regions; the two
-design variants it needs; and a tiny end-to-end run that writes every promised number."""
+design options it uses (tag marks, one encoder channel per region); and a tiny end-to-end run that writes
+every promised number."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from collections import Counter
 from dataclasses import asdict, replace
@@ -105,6 +107,22 @@ def test_every_task_has_balanced_labels_and_correct_answers(exp):
         assert np.array_equal(np.asarray(again.image), np.asarray(examples[3].image))  # a pure function
 
 
+def test_position_pretraining_questions_are_balanced_and_answered_from_the_pixels(exp):
+    examples = [exp.position_example(3, i) for i in range(40)]
+    parsed = [re.fullmatch(r"Is the (\w+) object (left of|above) the (\w+) object\?", e.question) for e in examples]
+    assert all(parsed)
+    assert Counter(e.answer for e in examples) == {"yes": 20, "no": 20}
+    assert Counter(m[2] for m in parsed) == {"left of": 20, "above": 20}
+    for e, m in zip(examples, parsed, strict=True):
+        assert e.regions == ()  # region-free: objects are named by colour
+        first, relation, second = m.groups()
+        image = np.asarray(e.image)  # (H, W, 3)
+        centre = {c: np.argwhere((image == COLOURS[c]).all(-1)).mean(0) for c in (first, second)}  # (y, x)
+        axis = 1 if relation == "left of" else 0
+        assert abs(centre[second][axis] - centre[first][axis]) >= exp.POSITION_MARGIN - 1
+        assert ("yes" if centre[first][axis] < centre[second][axis] else "no") == e.answer, e.question
+
+
 def test_tags_leave_every_region_untouched_and_stock_marks_do_not(exp):
     for task in exp.TASKS:
         for i in range(6):
@@ -139,7 +157,8 @@ def test_union_channel_cannot_tell_regions_apart_but_region_channels_can(exp, ti
     assert torch.equal(forward.encoder_masks, backward.encoder_masks)  # "1 left of 2" == "2 left of 1"
     assert forward.prompts("Is {region1} left of {region2}?") == backward.prompts("Is {region1} left of {region2}?")
 
-    channels = MaskAwareVLM.from_pretrained(tiny_vlm_dir, mask_tokenizer=exp.RegionChannelEncoder(max_regions=2))
+    per_region = MaskEncoderPrompt(max_regions=2, channels="region")
+    channels = MaskAwareVLM.from_pretrained(tiny_vlm_dir, mask_tokenizer=per_region)
     forward = channels.mask_tokenizer.encode([example.image], [[a, b]])
     backward = channels.mask_tokenizer.encode([example.image], [[b, a]])
     assert forward.encoder_masks.shape[1] == 2  # (tiles, regions, H, W)
@@ -214,6 +233,39 @@ def test_smoke_run_writes_every_number(exp, tmp_path):
 
     again = exp.run_experiment(replace(settings, seeds=(0,), arms=("text",)), log=lambda _: None)
     assert again.base.reused  # the base model in --work-dir is not pretrained twice
+    init, base = data["position_reading"]
+    assert (init["model"], base["model"]) == ("init", "base") and init["ground_first_digits"] == 0.0
+    assert 0.02 * 0.5 < init["position_rms"] < 0.02 * 2 < 0.2 < init["patch_rms"]  # transformers' default init
+    assert 0.25 < init["token_column_probe"] <= 1 and 0 <= base["ground_first_digits_majority"] <= 1
+
+
+def test_position_options_change_only_the_base_model(exp, tmp_path):
+    table = exp.sincos_positions(8, 32)  # (64, 32)
+    assert table.shape == (64, 32) and torch.equal(table[:8, :16], table[8:16, :16])  # columns: same per row
+    assert torch.equal(table[::8, 16:], table[1::8, 16:]) and (table[1:8, 0] > table[:7, 0]).all()  # monotonic in x
+    settings = exp.Settings(
+        mode="smoke", budget=exp.MODES["smoke"], seeds=(0,), arms=("set_of_mark",), tasks=("relation",),
+        work_dir=tmp_path, position_pretraining=True, position_init=True,
+    )  # fmt: skip
+    report = exp.run_experiment(settings, log=lambda _: None)
+    assert report.base.steps == round(exp.MODES["smoke"].pretrain_steps * exp.POSITION_PRETRAINING_STEPS)
+    assert set(report.base.curve[-1][1]) == {"describe", "ground", "position"}
+    assert report.base.folder.endswith("-position-sincos")
+    init = report.position_reading[0]
+    assert init.position_rms == pytest.approx(init.patch_rms, rel=0.05)  # the table is at the patch scale
+    assert init.token_column_probe == 1.0 and init.token_row_probe == 1.0  # and every token's cell is readable
+    with pytest.raises(ValueError, match="position-init"):
+        exp.base_model(replace(settings, model="tiny-random:smolvlm"), tmp_path, lambda _: None)
+
+
+def test_lm_layers_builds_a_deeper_tiny_model_in_its_own_folder(exp, tmp_path):
+    from transformers import AutoConfig
+
+    default, deeper = exp.Settings(), exp.Settings(lm_layers=4)
+    assert exp._tiny_name(default) == "tiny-smolvlm-128px-seed0" and exp._tiny_name(deeper).endswith("-lm4")
+    exp.build_tiny(tmp_path / "deeper", deeper)
+    config = AutoConfig.from_pretrained(tmp_path / "deeper")
+    assert config.text_config.num_hidden_layers == 4 and config.vision_config.num_hidden_layers == 2
 
 
 def test_cli_takes_a_model_by_hub_id_or_folder(exp, tmp_path, tiny_vlm_dir):
