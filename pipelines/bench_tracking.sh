@@ -5,6 +5,7 @@
 #   the annotation tool's latency (embed a frame; a click on a frame whose embedding is cached).
 # Usage: pipelines/bench_tracking.sh OUT_DIR [SAM2_PYTHON] [-- extra benchmark.py arguments, e.g. --device cuda]
 # SAM2_PYTHON: an interpreter with the official sam2 package (../shared/tools/official-sam2-venv.sh builds one).
+# ONLY_EDGETAM=1 runs the EdgeTAM and latency figures only.
 set -euo pipefail
 out=${1:?usage: bench_tracking.sh OUT_DIR [SAM2_PYTHON] [-- extra arguments]}
 shift
@@ -16,9 +17,9 @@ video=${VIDEO:-$(dirname "$0")/../../shared/data/bedroom.mp4}
 run() { python "$(dirname "$0")/benchmark.py" --video "$video" "$@"; }
 official=()
 [ -n "$sam2" ] && official=(--sam2-python "$sam2")
-run --frames 12 --objects 1 "${official[@]}" --json "$out/sam2_1_object.json" "$@"
-run --frames 10 --objects 4 "${official[@]}" --json "$out/sam2_4_objects.json" "$@"
-run --frames 8 --objects 16 "${official[@]}" --json "$out/sam2_16_objects.json" "$@"
+[ -z "${ONLY_EDGETAM:-}" ] && run --frames 12 --objects 1 "${official[@]}" --json "$out/sam2_1_object.json" "$@"
+[ -z "${ONLY_EDGETAM:-}" ] && run --frames 10 --objects 4 "${official[@]}" --json "$out/sam2_4_objects.json" "$@"
+[ -z "${ONLY_EDGETAM:-}" ] && run --frames 8 --objects 16 "${official[@]}" --json "$out/sam2_16_objects.json" "$@"
 run --frames 12 --model arch:edgetam --json "$out/edgetam_1_object.json" "$@"
 run --frames 10 --model arch:edgetam --objects 4 --json "$out/edgetam_4_objects.json" "$@"
 run --frames 6 --latency --json "$out/latency.json" "$@"
