@@ -138,3 +138,22 @@ def test_fast_paths_track_like_transformers_in_bfloat16(model, kernel, monkeypat
         inter, union = inter + (masks[0] & masks[1]).sum(), union + (masks[0] | masks[1]).sum()
     assert union == 0 or inter / union >= 0.97
     assert max(errors) < 0.05  # logits within bf16 rounding of transformers'
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_install_finds_every_module_it_speeds_up(model):
+    """The paths attach to transformers' modules by class name: a release that renames one fails here, instead
+    of turning its savings off silently."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    segmenter = kind.from_config(SegmenterConfig(model=model, dtype="float32"), fast=False)
+    fast_sam2.install(segmenter.model)
+    patched = {type(m).__name__ for m in segmenter.model.modules() if hasattr(m, "_segvlm_switch")}
+    expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding"}
+    if "edgetam" in model:
+        expected |= {"EdgeTamVideoRoPESelfAttention"}
+    else:
+        assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
+    assert expected <= patched, expected - patched
