@@ -60,12 +60,7 @@ class Sam2Session(SegmenterSession):
             inference_device=segmenter.device, dtype=segmenter.dtype, max_vision_features_cache_size=1
         )
         self.session.video_height, self.session.video_width = height, width
-        # Cached memory-frame projections (see segvlm.segmentation.fast_sam2) when the segmenter uses them.
-        self.memory_cache = None
-        if segmenter.fast:
-            from segvlm.segmentation.fast_sam2 import MemoryCache
-
-            self.memory_cache = MemoryCache()
+        self.memory_cache = segmenter.new_memory_cache()  # cached memory keys (fast_sam2), or None
         config = segmenter.model.config
         self.window = max(config.num_maskmem, config.max_object_pointers_in_encoder) + 1
 
@@ -91,9 +86,7 @@ class Sam2Session(SegmenterSession):
             return FrameMasks.empty(self.height, self.width)
         if pixel_values is None:
             pixel_values = self.segmenter.preprocess(image)
-        model, dtype = self.segmenter.model, self.segmenter.dtype
-        cached = self.memory_cache.active(model, dtype) if self.memory_cache else contextlib.nullcontext()
-        with torch.inference_mode(), cached:
+        with torch.inference_mode(), self.segmenter.fast_paths(self.memory_cache):
             output = self.segmenter.model(inference_session=self.session, frame=pixel_values, frame_idx=self.position)
             logits = self.segmenter.processor.post_process_masks(
                 [output.pred_masks.float()], original_sizes=[[self.height, self.width]], binarize=False
@@ -204,6 +197,18 @@ class Sam2VideoSegmenter(VideoSegmenter):
         segmenter = cls(loaded.model, loaded.processor, config, device, dtype, fast=fast)
         segmenter.weights = loaded.weights
         return segmenter
+
+    def new_memory_cache(self):
+        """A :class:`~segvlm.segmentation.fast_sam2.MemoryCache` for one stream of frames, or None when not fast."""
+        if not self.fast:
+            return None
+        from segvlm.segmentation.fast_sam2 import MemoryCache
+
+        return MemoryCache()
+
+    def fast_paths(self, cache=None):
+        """The context one model call runs in: the fast paths through ``cache`` when given, else nothing."""
+        return cache.active(self.model, self.dtype) if cache is not None else contextlib.nullcontext()
 
     def preprocess(self, image: np.ndarray):
         """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""

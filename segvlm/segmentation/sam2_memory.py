@@ -18,7 +18,6 @@ three changes that do not alter a single number:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -161,14 +160,11 @@ def propagate_object(
                 del outputs[index]
                 session.frames_tracked_per_obj[obj_idx].pop(index, None)
 
-    from segvlm.segmentation.fast_sam2 import MemoryCache
-
-    cache = MemoryCache() if getattr(segmenter, "fast", False) else None  # the fast paths of fast_sam2
+    cache = segmenter.new_memory_cache()
 
     def run(**inputs: Any) -> Any:
         """One model call in inference mode (per call, not across the generator's yields), fast paths on."""
-        fast = cache.active(model, segmenter.dtype) if cache is not None else contextlib.nullcontext()
-        with torch.inference_mode(), fast:
+        with torch.inference_mode(), segmenter.fast_paths(cache):
             return model(**inputs)
 
     # Conditioning frames, in ascending order: each computed from its own prompt (an initial conditioning
@@ -207,11 +203,8 @@ def warm(segmenter: Any, frames: FrameSequence, position: int, memory: PromptMem
 
     if position in memory.vision:
         return
-    from segvlm.segmentation.fast_sam2 import MemoryCache
-
     pixels = segmenter.preprocess(frames[position])  # (1, 3, S, S)
-    fast = MemoryCache().active(segmenter.model, segmenter.dtype) if getattr(segmenter, "fast", False) else None
-    with torch.inference_mode(), fast or contextlib.nullcontext():
+    with torch.inference_mode(), segmenter.fast_paths(segmenter.new_memory_cache()):
         output = segmenter.model.get_image_features(pixels, return_dict=True)
     memory.vision.cache_vision_features(
         position, {"vision_feats": output.fpn_hidden_states, "vision_pos_embeds": output.fpn_position_encoding}
