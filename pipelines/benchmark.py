@@ -109,20 +109,27 @@ def object_boxes(count: int, height: int, width: int, first=None) -> list[tuple[
     return boxes
 
 
-EDGETAM_ARCH = "arch:edgetam"  # EdgeTAM with transformers' default EdgeTamVideoConfig, seeded random weights
+EDGETAM_ARCH = "arch:edgetam"  # the released EdgeTAM architecture (RepViT-M1 encoder), seeded random weights
 
 
 def resolve_benchmark_model(model: str) -> str:
-    """``arch:edgetam`` -> a local folder with that model (built once); any other name passes through."""
+    """``arch:edgetam`` -> a local folder with that model (built once); any other name passes through.
+
+    The architecture is the released checkpoint's (``yonigozlan/EdgeTAM-hf``: a timm RepViT-M1 image encoder,
+    the perceiver memory). ``EdgeTamVideoConfig()`` alone is not: its default vision config is SAM 2's
+    Hiera-tiny, which makes the image encoder five times the released one's cost."""
     if model != EDGETAM_ARCH:
         return model
-    folder = Path(tempfile.gettempdir()) / "segvlm-benchmark-edgetam-arch"
+    folder = Path(tempfile.gettempdir()) / "segvlm-benchmark-edgetam-repvit"
     if not (folder / "config.json").exists():
         import torch
         from transformers import EdgeTamVideoConfig, EdgeTamVideoModel, Sam2VideoProcessor
 
+        from segvlm.testing.models import edgetam_vision_config
+
         torch.manual_seed(0)
-        EdgeTamVideoModel(EdgeTamVideoConfig()).eval().save_pretrained(folder)
+        config = EdgeTamVideoConfig(vision_config=edgetam_vision_config())
+        EdgeTamVideoModel(config).eval().save_pretrained(folder)
         Sam2VideoProcessor.from_pretrained(resolve_model_path("tiny-random:sam2.1-hiera-tiny-arch")).save_pretrained(
             folder
         )

@@ -87,13 +87,16 @@ def test_values_after_the_attention_equal_projected_values():
     assert torch.allclose(before, after, atol=1e-12)
 
 
-def test_install_is_inert_outside_a_frame_and_exact_inside():
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_install_is_inert_outside_a_frame_and_exact_inside(model):
     """Installed paths change nothing outside ``MemoryCache.active``; inside, the image encoder's exact savings
-    give the same bits in float32 (its reduced-precision kernels do not run in float32)."""
+    give the same bits in float32 (its reduced-precision kernels and EdgeTAM's folded convolutions do not run
+    in float32)."""
     from segvlm.config import SegmenterConfig
-    from segvlm.segmentation.sam2 import Sam2VideoSegmenter
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
 
-    segmenter = Sam2VideoSegmenter.from_config(SegmenterConfig(model="tiny-random:sam2", dtype="float32"), fast=False)
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    segmenter = kind.from_config(SegmenterConfig(model=model, dtype="float32"), fast=False)
     model = segmenter.model
     pixels = segmenter.preprocess(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
     with torch.inference_mode():
@@ -151,9 +154,32 @@ def test_install_finds_every_module_it_speeds_up(model):
     segmenter = kind.from_config(SegmenterConfig(model=model, dtype="float32"), fast=False)
     fast_sam2.install(segmenter.model)
     patched = {type(m).__name__ for m in segmenter.model.modules() if hasattr(m, "_segvlm_switch")}
-    expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding"}
-    if "edgetam" in model:
-        expected |= {"EdgeTamVideoRoPESelfAttention"}
+    if "edgetam" in model:  # the released EdgeTAM: timm RepViT encoder, perceiver memory
+        expected = {"FeatureListNet", "EdgeTamSinePositionEmbedding"}
+        expected |= {"EdgeTamVideoRoPESelfAttention", "EdgeTamVideoRoPECrossAttention"}
     else:
+        expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding"}
         assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
     assert expected <= patched, expected - patched
+
+
+def test_folded_convolutions_match_the_backbone_in_bfloat16():
+    """EdgeTAM's RepViT through its folded, channels-last copy: the same features within bf16 rounding, and the
+    copy is built once per dtype."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter
+
+    segmenter = EdgeTamVideoSegmenter.from_config(SegmenterConfig(model="tiny-random:edgetam", dtype="bfloat16"))
+    backbone = segmenter.model.vision_encoder.backbone.timm_model
+    pixels = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    with torch.inference_mode():
+        plain = backbone(pixels)
+        with fast_sam2.MemoryCache().active(segmenter.model, torch.bfloat16):
+            folded = backbone(pixels)
+            backbone(pixels)
+    assert len(backbone._segvlm_fused) == 1
+    assert len(folded) == len(plain) == 4
+    for a, b in zip(plain, folded):
+        scale = a.float().abs().max()
+        assert a.shape == b.shape
+        assert (a.float() - b.float()).abs().max() <= 0.05 * scale

@@ -171,6 +171,48 @@ def _rope_self_attention(self, query, key, value, position_embeddings, **kwargs)
     return _self_attention(self, query, cos, sin), None
 
 
+def _rope_cross_attention(
+    self, query, key, value, position_embeddings, position_embeddings_k, num_k_exclude_rope=0, rope_k_repeat=0, **kwargs
+):
+    """EdgeTAM's ``RoPECrossAttention.forward`` with the value projection after the attention, through the chunked
+    kernel, while reduced-precision paths are on.
+
+    EdgeTAM's memory is a few hundred perceiver latents per frame, so projecting and rotating its keys each frame
+    is cheap (unlike SAM 2's, which :class:`MemoryCache` caches); the attention over them is not: 4096 queries x
+    ~3.6 k keys per layer, whose second product shrinks from 256 to 64 wide with the values projected after.
+    """
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced and cpu_attention.usable(query)):
+        return type(self).forward(
+            self, query, key, value, position_embeddings, position_embeddings_k, num_k_exclude_rope, rope_k_repeat
+        )
+    from transformers.models.edgetam_video.modeling_edgetam_video import apply_rotary_pos_emb_2d_cross_attn
+
+    batch, points = query.shape[:2]
+    heads, head_dim = self.num_attention_heads, self.head_dim
+    shape = (batch * points, -1, heads, head_dim)
+    q = self.q_proj(query).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
+    k = self.k_proj(key).view(*shape).transpose(1, 2)  # (BP, heads, N, head_dim)
+    cos, sin = position_embeddings
+    cos_k, sin_k = position_embeddings_k
+    q, k = apply_rotary_pos_emb_2d_cross_attn(
+        q,
+        k,
+        cos=cos,
+        sin=sin,
+        cos_k=cos_k,
+        sin_k=sin_k,
+        repeat_freqs_k=rope_k_repeat,
+        num_k_exclude_rope=num_k_exclude_rope,
+    )
+    memory = value.reshape(batch * points, 1, value.shape[-2], value.shape[-1])  # (BP, 1, N, C_mem)
+    mixed = cpu_attention.attention(q, k, memory.expand(-1, heads, -1, -1), self.scaling)  # (BP, heads, HW, C_mem)
+    weight = self.v_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, C_mem)
+    out = torch.matmul(mixed, weight.transpose(-1, -2)) + self.v_proj.bias.view(heads, 1, head_dim)
+    out = out.transpose(1, 2).reshape(batch, points, -1, heads * head_dim)  # (B, P, HW, C)
+    return self.o_proj(out), None
+
+
 def _cross_attention(
     cross,
     query: torch.Tensor,
@@ -349,6 +391,28 @@ def _cached_sine(self, shape, device, dtype, mask=None) -> torch.Tensor:
     return cached
 
 
+def _fused_convolutions(self, pixel_values: torch.Tensor, **kwargs):
+    """A timm convolutional backbone's ``forward`` (EdgeTAM's RepViT) through an inference copy while
+    reduced-precision paths are on: batch norms and RepViT's parallel branches folded into single convolutions
+    (``timm.utils.reparameterize_model``, folded in float32, then cast), in channels-last memory, where oneDNN's
+    bf16 convolutions run without reordering their inputs. Same function, other rounding; CPU only."""
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced) or pixel_values.device.type != "cpu":
+        return type(self).forward(self, pixel_values, **kwargs)
+    key = (pixel_values.dtype, pixel_values.device)
+    fused = self._segvlm_fused.get(key)
+    if fused is None:
+        import copy
+
+        from timm.utils import reparameterize_model
+
+        plain = copy.deepcopy(self).float()
+        vars(plain).pop("forward", None)  # the copy computes as timm does
+        fused = reparameterize_model(plain, inplace=True).to(pixel_values.dtype).to(memory_format=torch.channels_last)
+        self._segvlm_fused[key] = fused
+    return fused(pixel_values.contiguous(memory_format=torch.channels_last), **kwargs)
+
+
 def install(model) -> None:
     """Give ``model`` (a ``Sam2VideoModel`` or ``EdgeTamVideoModel``) the fast paths; inert until a
     :class:`MemoryCache` is active. SAM 2 gets all of them; EdgeTAM, whose memory is a compressed set of
@@ -374,3 +438,10 @@ def install(model) -> None:
         elif name == "EdgeTamVideoRoPESelfAttention":
             module._segvlm_switch = switch
             module.forward = types.MethodType(_rope_self_attention, module)
+        elif name == "TimmWrapperModel" and hasattr(module.timm_model, "feature_info"):
+            backbone = module.timm_model
+            backbone._segvlm_switch, backbone._segvlm_fused = switch, {}
+            backbone.forward = types.MethodType(_fused_convolutions, backbone)
+        elif name == "EdgeTamVideoRoPECrossAttention":
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_rope_cross_attention, module)

@@ -123,17 +123,28 @@ def build_sam2_hiera_tiny_arch(folder: Path) -> None:
     _sam2_processor(1024).save_pretrained(folder)
 
 
+def edgetam_vision_config(**overrides):
+    """The released EdgeTAM's image encoder: a timm RepViT-M1 feature extractor (four stages, strides 4-32)
+    under the SAM 2 neck. ``EdgeTamVideoConfig()`` without a vision config gets SAM 2's Hiera-tiny instead."""
+    from transformers import EdgeTamVisionConfig, TimmWrapperConfig
+
+    backbone = TimmWrapperConfig(
+        architecture="repvit_m1", model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]}
+    )
+    return EdgeTamVisionConfig(backbone_config=backbone, **overrides)
+
+
 def build_edgetam(folder: Path) -> None:
-    """EdgeTAM-shaped video model (timm RepViT backbone, perceiver memory) at 128 px, ~28 M parameters."""
+    """EdgeTAM-shaped video model (timm RepViT-M1 backbone, perceiver memory) at 128 px, ~13 M parameters."""
     import torch
     from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
 
     size = SAM2_IMAGE_SIZE
     config = EdgeTamVideoConfig(
-        vision_config={
-            "backbone_feature_sizes": [[size // 4, size // 4], [size // 8, size // 8], [size // 16, size // 16]],
-            "fpn_hidden_size": 128,
-        },
+        vision_config=edgetam_vision_config(
+            backbone_feature_sizes=[[size // 4, size // 4], [size // 8, size // 8], [size // 16, size // 16]],
+            fpn_hidden_size=128,
+        ),
         image_size=size,
         prompt_encoder_config={"image_size": size, "hidden_size": 128},
         mask_decoder_config={"hidden_size": 128, "mlp_dim": 256, "iou_head_hidden_dim": 64},
