@@ -177,9 +177,31 @@ def test_folded_convolutions_match_the_backbone_in_bfloat16():
         with fast_sam2.MemoryCache().active(segmenter.model, torch.bfloat16):
             folded = backbone(pixels)
             backbone(pixels)
-    assert len(backbone._segvlm_fused) == 1
+    assert len(backbone._segvlm_folded) == 1
     assert len(folded) == len(plain) == 4
     for a, b in zip(plain, folded):
         scale = a.float().abs().max()
         assert a.shape == b.shape
         assert (a.float() - b.float()).abs().max() <= 0.05 * scale
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_float32_tracking_is_bit_identical_with_fast_paths(model):
+    """In float32 only the exact savings run (no weights computed to be thrown away, cached encodings, in-place
+    ReLU): every frame's logits equal transformers' bit for bit."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.base import ObjectPrompt
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    plain = kind.from_config(SegmenterConfig(model=model, dtype="float32"), fast=False)
+    fast = kind(plain.model, plain.processor, plain.config, dtype=torch.float32)
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    sessions = plain.start(48, 64), fast.start(48, 64)
+    prompts = [ObjectPrompt(1, box=(8, 8, 40, 40)), ObjectPrompt(2, box=(30, 10, 60, 44))]
+    for index, frame in enumerate(frames):
+        for session in sessions:
+            session.step(frame, prompts if index == 0 else [])
+        assert torch.equal(sessions[0].last_logits, sessions[1].last_logits)
+    assert any(isinstance(m, fast_sam2._InPlaceReLU) for m in fast.model.modules())

@@ -1,0 +1,79 @@
+"""An inference copy of a timm convolutional backbone (EdgeTAM's RepViT-M1), built for reduced precision on CPU.
+
+Where the released EdgeTAM's image encoder spends its time in bf16 on CPU: about 60 % in convolutions that
+oneDNN runs on channels-first inputs (reordering each one), a quarter in GELUs computed as separate passes over
+bf16 maps, the rest in batch norms and the parallel branches of RepViT's re-parameterisable blocks. The copy
+computes the same function with:
+
+* every batch norm and parallel branch folded into one convolution (``timm.utils.reparameterize_model``, the
+  folding done in float32 and the result cast to the compute dtype);
+* channels-last memory throughout, the layout oneDNN's bf16 convolutions work in;
+* each convolution followed by an exact GELU fused with it (oneDNN's GELU post-op on the float32 accumulator,
+  rounded once instead of twice).
+
+Same function, other rounding: results agree with the plain backbone within bf16 rounding (tested), never
+bit-for-bit, so :mod:`segvlm.segmentation.fast_sam2` uses the copy only on reduced-precision CPU frames.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class ConvGelu(nn.Module):
+    """``gelu(conv(x))`` as one oneDNN convolution with a GELU post-op (CPU)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, "gelu", [], "none"
+        )
+
+
+def _fusable(conv: nn.Module, act: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and isinstance(conv.padding, tuple)
+        and type(act) is nn.GELU
+        and act.approximate == "none"
+    )
+
+
+def fuse_conv_gelu(module: nn.Module) -> int:
+    """Replace each ``conv -> GELU`` pair held as sibling attributes (timm's ``conv1``/``act`` of RepViT's MLP,
+    ``conv1``/``act1`` of its stem) with :class:`ConvGelu` and an identity, in place. Returns the pairs fused."""
+    fused = 0
+    for child in list(module.modules()):
+        for conv_name, act_name in (("conv1", "act"), ("conv1", "act1")):
+            conv, act = getattr(child, conv_name, None), getattr(child, act_name, None)
+            if conv is not None and act is not None and _fusable(conv, act):
+                setattr(child, conv_name, ConvGelu(conv))
+                setattr(child, act_name, nn.Identity())
+                fused += 1
+    return fused
+
+
+def mkldnn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def fold(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The inference copy of ``backbone`` (left untouched) in ``dtype`` and channels-last memory.
+
+    The copy's own ``forward`` is timm's: an instance-level ``forward`` (a patched method) is not copied.
+    """
+    from timm.utils import reparameterize_model
+
+    plain = copy.deepcopy(backbone).float()
+    vars(plain).pop("forward", None)
+    folded = reparameterize_model(plain, inplace=True)
+    if mkldnn_available():
+        fuse_conv_gelu(folded)
+    return folded.to(dtype).to(memory_format=torch.channels_last).eval()
