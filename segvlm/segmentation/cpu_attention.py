@@ -34,10 +34,12 @@ def _chunk(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: f
     The softmax's division is applied to the (c, dv) output instead of the (c, N) probabilities (as flash
     attention does): one pass less over the scores. Two-dimensional on purpose: a batched ``matmul`` over a
     transposed key view makes the compiled graph copy the keys for every chunk; ``mm`` with ``key.t()`` reads
-    them in place.
+    them in place. The scale enters inside the exponential, after the row maximum of the unscaled scores
+    (``scale > 0``): scaling first makes the compiled maximum guard against a negative or non-finite scale, a
+    third of the elementwise work on these shapes.
     """
-    scores = torch.mm(query, key.t()).float() * scale  # (c, N) float32
-    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))  # (c, N) in (0, 1]
+    scores = torch.mm(query, key.t()).float()  # (c, N) float32
+    weights = torch.exp((scores - scores.amax(dim=-1, keepdim=True)) * scale)  # (c, N) in (0, 1]
     mixed = torch.mm(weights.to(value.dtype), value).float()  # (c, dv)
     return (mixed / weights.sum(dim=-1, keepdim=True)).to(value.dtype)  # (c, dv)
 
@@ -84,7 +86,7 @@ def attention(
     """
     global _unavailable
     threshold = MIN_SCORES if min_scores is None else min_scores
-    if usable(query) and query.shape[-2] * key.shape[-2] >= threshold:
+    if usable(query) and scale > 0 and query.shape[-2] * key.shape[-2] >= threshold:
         if _get_current_dispatch_mode() is not None:  # a flop counter or profiler mode: compiled code cannot run
             return _heads(_chunk, query, key, value, scale, chunk)
         try:
