@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every tracking-speed figure of BENCHMARKS.md in one go, one JSON per run:
 #   SAM 2.1 hiera-tiny with 1, 4 and 16 objects beside transformers' loop and the official predictor,
-#   EdgeTAM (transformers' default configuration) with 1 and 4 objects beside transformers' loop,
+#   EdgeTAM (the released architecture: RepViT-M1 encoder) with 1 and 4 objects beside transformers' loop,
 #   the annotation tool's latency (embed a frame; a click on a frame whose embedding is cached).
 # Usage: pipelines/bench_tracking.sh OUT_DIR [SAM2_PYTHON] [-- extra benchmark.py arguments, e.g. --device cuda]
 # SAM2_PYTHON: an interpreter with the official sam2 package (../shared/tools/official-sam2-venv.sh builds one).

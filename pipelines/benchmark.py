@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODEL = "tiny-random:sam2.1-hiera-tiny-arch"  # ``arch:edgetam``: EdgeTAM's default configuration
+DEFAULT_MODEL = "tiny-random:sam2.1-hiera-tiny-arch"  # ``arch:edgetam``: the released EdgeTAM architecture
 CONFIDENT_LOGIT = 1.0  # pixels whose reference logit is at least this far from 0 count as "clearly decided"
 
 
@@ -193,6 +193,36 @@ def count_gflop(fn) -> float | None:
         print(f"flop count unavailable for this model: {error}", flush=True)
         return None
     return counter.get_total_flops() / 1e9
+
+
+def module_seconds(model, fn, device: str) -> dict[str, float]:
+    """Wall seconds each top-level submodule of ``model`` spends in one call of ``fn`` (forward hooks), the rest
+    under ``other``: where a segvlm frame's time goes. SAM 2's fast memory attention runs its layers from the
+    model's own method, so for SAM 2 it counts under ``other``."""
+    seconds: dict[str, float] = {}
+    handles = []
+    for name, module in model.named_children():
+
+        def before(_module, _args, name=name):
+            sync(device)
+            seconds[name] = seconds.get(name, 0.0) - time.perf_counter()
+
+        def after(_module, _args, _output, name=name):
+            sync(device)
+            seconds[name] += time.perf_counter()
+
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        total = time.perf_counter() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+    seconds = {name: value for name, value in sorted(seconds.items(), key=lambda item: -item[1]) if value > 0}
+    return {**seconds, "other": total - sum(seconds.values()), "total": total}
 
 
 # -- contenders ------------------------------------------------------------------------------------------------
@@ -443,6 +473,7 @@ def run_speed(args) -> dict:
     agreement = compare(ours.logits, runners[1].logits)
     skip = ours.segmenter.model.config.num_maskmem
     gflop = count_gflop(lambda: ours.session.step(frames[-1]))  # one more tracked frame, full memory bank
+    breakdown = module_seconds(ours.segmenter.model, lambda: ours.session.step(frames[-1]), args.device)
     peak = matmul_peak_gflops(ours.segmenter.dtype, args.device)
     segvlm_s = ours.timings.per_frame()
     peers = {runner.name: runner.timings.per_frame() for runner in runners[1:]}
@@ -470,6 +501,7 @@ def run_speed(args) -> dict:
         "steady_s_per_frame": {r.name: r.timings.steady(skip) for r in runners},
         "setup_s": {r.name: r.timings.setup for r in runners},
         "per_frame_s": {r.name: r.timings.frames for r in runners},
+        "segvlm_module_s": breakdown,
         "gflop_per_frame": gflop,
         "matmul_peak_gflops": peak,
         "achieved_gflops": gflop / steady if gflop else None,
@@ -725,6 +757,8 @@ def print_table(result: dict) -> None:
             print(f"{name:16s}{total:10.3f}{steady:16.3f}{result['setup_s'][name]:10.3f}")
         if result["sam2_official_s_per_frame"] is None:
             print(f"{'sam2_official':16s}{'n/a (not installed)':>26s}")
+        parts = ", ".join(f"{name} {value:.3f}" for name, value in result["segvlm_module_s"].items())
+        print(f"segvlm frame, s by module: {parts}")
         keys = [
             "speedup_vs_best_peer",
             "steady_speedup_vs_best_peer",

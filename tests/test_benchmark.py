@@ -69,6 +69,9 @@ def test_benchmark_speed_mode_writes_every_key(video, tmp_path):
     assert result["peak_rss_mb"] > 0
     assert result["dtype"] in {"bfloat16", "float32"}
     assert len(result["per_frame_s"]["segvlm"]) == 3
+    breakdown = result["segvlm_module_s"]  # where one frame's time goes, by top-level module
+    assert breakdown["vision_encoder"] > 0 and breakdown["total"] > 0
+    assert sum(value for name, value in breakdown.items() if name != "total") == pytest.approx(breakdown["total"])
 
 
 def test_benchmark_tracks_several_objects_in_every_contender(video, tmp_path):
@@ -142,3 +145,14 @@ def test_float32_default_keeps_transformers_bits():
         for session in sessions:
             session.step(frame, prompts if index == 0 else [])
         assert torch.equal(sessions[0].last_logits, sessions[1].last_logits)
+
+
+def test_kernel_micro_benchmarks_run_and_compare_like_for_like(tmp_path):
+    out = tmp_path / "kernels.json"
+    command = [sys.executable, str(ROOT / "pipelines" / "bench_kernels.py"), "--only", "rope", "mlp"]
+    subprocess.run([*command, "--json", str(out)], check=True, cwd=ROOT, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["threads"] == 1
+    assert result["rope"]["same_bits"] is True
+    assert result["rope"]["eager_ms"] > 0 and result["rope"]["compiled_ms"] > 0
+    assert result["mlp"]["relu_ms"] > 0 and result["mlp"]["relu_in_place_ms"] > 0

@@ -205,3 +205,47 @@ def test_float32_tracking_is_bit_identical_with_fast_paths(model):
             session.step(frame, prompts if index == 0 else [])
         assert torch.equal(sessions[0].last_logits, sessions[1].last_logits)
     assert any(isinstance(m, fast_sam2._InPlaceReLU) for m in fast.model.modules())
+
+
+def test_compiled_rope_gives_the_eager_bits_and_falls_back(monkeypatch):
+    """RoPE in float32 rounded to bf16: the compiled pass equals transformers-style eager ops bit for bit; where
+    compilation fails the eager ops run."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 2, 64, 32, generator=generator).to(torch.bfloat16)
+    cos, sin = torch.randn(64, 32, generator=generator), torch.randn(64, 32, generator=generator)
+    eager = cpu_attention.apply_rope(x.float(), cos, sin).to(torch.bfloat16)
+    assert torch.equal(cpu_attention.rope(x, cos, sin), eager)
+    monkeypatch.setattr(cpu_attention, "_unavailable", "no compiler")
+    assert torch.equal(cpu_attention.rope(x, cos, sin), eager)
+
+
+def test_temporal_keys_are_computed_once_per_session(monkeypatch):
+    """The temporal term of the memory keys depends on the layer and the frame distance only: a session caches
+    one per (layer, distance) however many frames it tracks."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.base import ObjectPrompt
+    from segvlm.segmentation.sam2 import Sam2VideoSegmenter
+
+    monkeypatch.setattr(cpu_attention, "MIN_SCORES", 0)
+    segmenter = Sam2VideoSegmenter.from_config(SegmenterConfig(model="tiny-random:sam2", dtype="bfloat16"))
+    session = segmenter.start(48, 64)
+    rng = np.random.default_rng(6)
+    for index in range(9):
+        frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        session.step(frame, [ObjectPrompt(1, box=(8, 8, 40, 40))] if index == 0 else [])
+    model = segmenter.model
+    temporal = session.memory_cache.temporal
+    layers = len(model.memory_attention.layers)
+    assert 0 < len(temporal) <= layers * model.config.num_maskmem
+    assert {layer for layer, _, _ in temporal} == set(range(layers))
+
+
+@pytest.mark.parametrize(("dtype", "layout"), [("bfloat16", torch.channels_last), ("float32", torch.preserve_format)])
+def test_edgetam_pixels_arrive_channels_last_for_the_folded_encoder(dtype, layout):
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter
+
+    segmenter = EdgeTamVideoSegmenter.from_config(SegmenterConfig(model="tiny-random:edgetam", dtype=dtype))
+    assert segmenter.pixel_layout() == layout
+    pixels = segmenter.preprocess(np.zeros((40, 56, 3), dtype=np.uint8))
+    assert pixels.is_contiguous(memory_format=torch.channels_last) == (layout == torch.channels_last)

@@ -78,6 +78,7 @@ class MemoryCache:
 
     frames: dict[int, _FrameEntry] = field(default_factory=dict)
     step: int = 0  # incremented per activation (one per session frame)
+    temporal: dict[tuple[int, int, int], torch.Tensor] = field(default_factory=dict)  # (layer, offset, HW) -> key
 
     @contextlib.contextmanager
     def active(self, model, dtype: torch.dtype | None = None) -> Iterator[None]:
@@ -106,6 +107,21 @@ class MemoryCache:
         ]:
             del self.frames[key]
 
+    def temporal_key(self, model, layer: int, offset: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The temporal term of a memory frame ``offset`` frames away in ``layer``'s cross-attention keys:
+        ``RoPE(W_k p_time[offset])`` broadcast over the (HW, head_dim) positions, (heads, HW, head_dim) float32.
+        It depends on the weights and the offset only, so it is computed once per session."""
+        key = (layer, offset, cos.shape[-2])
+        cached = self.temporal.get(key)
+        if cached is None:
+            cross = model.memory_attention.layers[layer].cross_attn_image
+            encoding = model.memory_temporal_positional_encoding[offset - 1].reshape(-1)  # (C_mem,)
+            projected = (cross.k_proj.weight @ encoding.to(cross.k_proj.weight.dtype)).float()  # (C,)
+            projected = projected.view(cross.num_attention_heads, 1, cross.head_dim)  # (heads, 1, head_dim)
+            cached = cpu_attention.apply_rope(projected.expand(-1, cos.shape[-2], -1), cos, sin)  # (heads, HW, d)
+            self.temporal[key] = cached
+        return cached
+
     def entry(self, model, features: torch.Tensor, spatial_pos: torch.Tensor) -> _FrameEntry:
         """The cached keys of one memory frame, computing them on first use.
 
@@ -125,7 +141,7 @@ class MemoryCache:
             cross = layer.cross_attn_image
             shape = (memory.shape[0], -1, cross.num_attention_heads, cross.head_dim)
             projected = cross.k_proj(keyed).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
-            keys.append(_apply_rope(projected.float(), cos, sin).to(memory.dtype))
+            keys.append(cpu_attention.rope(projected, cos, sin))
         entry = _FrameEntry(weakref.ref(features), self.step, keys, memory)
         self.frames[key] = entry
         return entry
@@ -138,16 +154,6 @@ def _rope(model, tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return attention.rotary_emb(dummy, attention.position_ids)
 
 
-def _rotate_pairwise(x: torch.Tensor) -> torch.Tensor:
-    x = x.view(*x.shape[:-1], -1, 2)  # (..., D/2, 2)
-    first, second = x.unbind(dim=-1)
-    return torch.stack((-second, first), dim=-1).flatten(start_dim=-2)  # (..., D)
-
-
-def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + _rotate_pairwise(x) * sin
-
-
 # -- memory attention (reduced precision) -------------------------------------------------------------------
 def _self_attention(attn, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """A memory attention's RoPE self-attention of (B, P, HW, C) ``hidden``, through the chunked kernel."""
@@ -156,8 +162,8 @@ def _self_attention(attn, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Te
     q = attn.q_proj(hidden).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
     k = attn.k_proj(hidden).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
     v = attn.v_proj(hidden).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
-    q = _apply_rope(q.float(), cos, sin).to(hidden.dtype)  # RoPE in float32, as transformers does
-    k = _apply_rope(k.float(), cos, sin).to(hidden.dtype)
+    q = cpu_attention.rope(q, cos, sin)  # RoPE in float32, as transformers does
+    k = cpu_attention.rope(k, cos, sin)
     out = cpu_attention.attention(q, k, v, attn.scaling)  # (BP, heads, HW, head_dim)
     out = out.transpose(1, 2).reshape(batch, points, -1, attn.num_attention_heads * attn.head_dim)  # (B, P, HW, C)
     return attn.o_proj(out)
@@ -196,11 +202,12 @@ def _rope_cross_attention(
     k = self.k_proj(key).view(*shape).transpose(1, 2)  # (BP, heads, N, head_dim)
     cos, sin = position_embeddings
     cos_k, sin_k = position_embeddings_k
-    q, k = apply_rotary_pos_emb_2d_cross_attn(
-        q,
+    q = cpu_attention.rope(q, cos, sin)
+    _, k = apply_rotary_pos_emb_2d_cross_attn(  # the keys (a one-row query: q has its RoPE already)
+        q[..., :1, :],
         k,
-        cos=cos,
-        sin=sin,
+        cos=cos[..., :1, :],
+        sin=sin[..., :1, :],
         cos_k=cos_k,
         sin_k=sin_k,
         repeat_freqs_k=rope_k_repeat,
@@ -232,14 +239,22 @@ def _cross_attention(
     batch, heads, head_dim = query.shape[0], cross.num_attention_heads, cross.head_dim
     shape = (batch, -1, heads, head_dim)
     q = cross.q_proj(query).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
-    q = _apply_rope(q.float(), cos, sin).to(q.dtype)
-    keys = [(k.float() + t).to(q.dtype) for k, t in zip(frame_keys, temporal_keys)]  # each (B, heads, HW, d)
+    q = cpu_attention.rope(q, cos, sin)
     values = memory  # (B, 1, N_mem, C_mem)
+    pointer_keys = None
     if pointers is not None:
         pointer_inputs, pointer_pos = pointers  # each (B, 1, P, C_mem)
-        keys.append(cross.k_proj(pointer_inputs + pointer_pos).view(*shape).transpose(1, 2))  # (B, heads, P, d)
+        pointer_keys = cross.k_proj(pointer_inputs + pointer_pos).view(*shape).transpose(1, 2)  # (B, heads, P, d)
         values = torch.cat([values, pointer_inputs], dim=2)  # (B, 1, N, C_mem)
-    k = torch.cat(keys, dim=2)  # (B, heads, N, head_dim)
+    # Each frame's cached key plus its temporal term, summed in float32 and rounded once, written in place.
+    k = q.new_empty(batch, heads, values.shape[2], head_dim)  # (B, heads, N, head_dim)
+    start = 0
+    for frame_key, temporal in zip(frame_keys, temporal_keys):
+        end = start + frame_key.shape[2]
+        torch.add(frame_key, temporal, out=k[:, :, start:end])
+        start = end
+    if pointer_keys is not None:
+        k[:, :, start:] = pointer_keys
     if cpu_attention.usable(q):
         mixed = cpu_attention.attention(q, k, values.expand(-1, heads, -1, -1), cross.scaling)  # (B, heads, HW, C_mem)
         weight = cross.v_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, C_mem)
@@ -326,13 +341,7 @@ def _fast_prepare(
     cos, sin = attention.rotary_emb(queries[:, 0], attention.position_ids)  # each (HW, head_dim)
     for index, layer in enumerate(attention.layers):
         cross = layer.cross_attn_image
-        # Temporal term of each memory frame's key: RoPE(W_k p_time[offset]) broadcast over positions.
-        temporal_keys = []
-        for offset in offsets:
-            encoding = self.memory_temporal_positional_encoding[offset - 1].reshape(-1)  # (C_mem,)
-            projected = (cross.k_proj.weight @ encoding.to(cross.k_proj.weight.dtype)).float()  # (C,)
-            projected = projected.view(cross.num_attention_heads, 1, cross.head_dim)  # (heads, 1, head_dim)
-            temporal_keys.append(_apply_rope(projected.expand(-1, cos.shape[-2], -1), cos, sin))  # (heads, HW, d)
+        temporal_keys = [cache.temporal_key(self, index, offset, cos, sin) for offset in offsets]
 
         queries = queries + _self_attention(layer.self_attn, layer.layer_norm1(queries), cos, sin)
         keys = [entry.keys[index] for entry in entries]

@@ -215,7 +215,14 @@ class Sam2VideoSegmenter(VideoSegmenter):
         if not image.flags.writeable:  # frames shared with a FrameStore's cache; torch wants writable memory
             image = image.copy()
         inputs = self.processor(images=image, return_tensors="pt")
-        return inputs.pixel_values.to(self.device, dtype=self.dtype)
+        return inputs.pixel_values.to(self.device, dtype=self.dtype, memory_format=self.pixel_layout())
+
+    def pixel_layout(self):
+        """The memory format the image encoder reads fastest: as given (SAM 2's Hiera starts with a patch
+        embedding and works on token grids)."""
+        import torch
+
+        return torch.preserve_format
 
     def start(self, height: int, width: int) -> Sam2Session:
         return Sam2Session(self, height, width)
@@ -242,8 +249,19 @@ class Sam2VideoSegmenter(VideoSegmenter):
 class EdgeTamVideoSegmenter(Sam2VideoSegmenter):
     """EdgeTAM (``yonigozlan/EdgeTAM-hf``): SAM 2's design with a mobile backbone and a compact memory."""
 
-    Options = Sam2Options  # fast paths: the image encoder's and the memory self-attention's
+    Options = Sam2Options  # fast paths: the image encoder's (folded convolutions) and the memory attention's
     models = ModelFamily(
         "yonigozlan/EdgeTAM-hf", "tiny-random:edgetam", frozenset({"edgetam"}), frozenset({"edgetam", "edgetam_video"})
     )
     model_class_name = "EdgeTamVideoModel"
+
+    def pixel_layout(self):
+        """Channels-last on reduced-precision CPU frames with the fast paths, where the RepViT encoder runs as a
+        folded channels-last copy: the layout change then rides on the cast to the session dtype instead of
+        costing a pass of its own over the 1024 x 1024 input."""
+        import torch
+
+        reduced = self.dtype in (torch.bfloat16, torch.float16)
+        if self.fast and reduced and torch.device(self.device).type == "cpu":
+            return torch.channels_last
+        return torch.preserve_format

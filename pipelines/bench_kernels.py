@@ -1,0 +1,138 @@
+"""Micro-benchmarks behind the fast paths of BENCHMARKS.md: each piece against what it replaces, same process.
+
+CPU seconds (``time.process_time``, best of a few calls) on one thread by default, which a busy machine disturbs
+less than wall time. Pieces:
+
+* ``rope``: RoPE of a (4096, 256) bf16 map in float32, eager ops against one compiled pass (same bits);
+* ``mlp``: the memory attention's 256 -> 2048 -> 256 ReLU MLP on 4096 tokens, ``F.relu`` against in place;
+* ``kernel``: one 256-query chunk of the chunked attention, scale before against inside the exponential, on the
+  SAM 2 memory cross-attention shape and the image encoder's global-block shape;
+* ``repvit``: EdgeTAM's RepViT-M1 at 1024 x 1024 in bf16, as built against the folded channels-last copy with
+  and without fused GELUs.
+
+    python pipelines/bench_kernels.py --json kernels.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def cpu_ms(fn, repeats: int = 5) -> float:
+    """Best CPU milliseconds of ``fn()`` over ``repeats`` calls, after two warm-up calls."""
+    with torch.inference_mode():
+        fn()
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.process_time()
+            fn()
+            best = min(best, time.process_time() - start)
+    return best * 1000
+
+
+def bench_rope() -> dict:
+    from segvlm.segmentation import cpu_attention
+
+    x = torch.randn(1, 1, 4096, 256).to(torch.bfloat16)
+    cos, sin = torch.randn(4096, 256), torch.randn(4096, 256)
+
+    def eager():
+        return cpu_attention.apply_rope(x.float(), cos, sin).to(x.dtype)
+
+    with torch.inference_mode():
+        same = torch.equal(eager(), cpu_attention.rope(x, cos, sin))
+    compiled = cpu_ms(lambda: cpu_attention.rope(x, cos, sin))
+    return {"eager_ms": cpu_ms(eager), "compiled_ms": compiled, "same_bits": same}
+
+
+def bench_mlp() -> dict:
+    x = torch.randn(1, 1, 4096, 256).to(torch.bfloat16)
+    up, down = torch.nn.Linear(256, 2048).to(torch.bfloat16), torch.nn.Linear(2048, 256).to(torch.bfloat16)
+    return {
+        "relu_ms": cpu_ms(lambda: down(F.relu(up(x)))),
+        "relu_in_place_ms": cpu_ms(lambda: down(up(x).relu_())),
+    }
+
+
+def _scale_first(query, key, value, scale):
+    scores = torch.mm(query, key.t()).float() * scale
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    mixed = torch.mm(weights.to(value.dtype), value).float()
+    return (mixed / weights.sum(dim=-1, keepdim=True)).to(value.dtype)
+
+
+def _time_chunk(before, after, keys: int, width: int, value_width: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(256, width, generator=generator).to(torch.bfloat16)
+    k = torch.randn(keys, width, generator=generator).to(torch.bfloat16)
+    v = torch.randn(keys, value_width, generator=generator).to(torch.bfloat16)
+    scale = width**-0.5
+    return {
+        "scale_first_ms": cpu_ms(lambda: before(q, k, v, scale)),
+        "scale_in_exp_ms": cpu_ms(lambda: after(q, k, v, scale)),
+        "matmuls_only_ms": cpu_ms(lambda: torch.mm(torch.mm(q, k.t()), v)),
+    }
+
+
+def bench_kernel() -> dict:
+    from segvlm.segmentation import cpu_attention
+
+    before = torch.compile(_scale_first, dynamic=True, fullgraph=True)
+    after = torch.compile(cpu_attention._chunk, dynamic=True, fullgraph=True)
+    return {
+        "memory_cross_attention": _time_chunk(before, after, 28700, 256, 64),  # keys, width, value width
+        "global_block": _time_chunk(before, after, 4096, 96, 96),
+    }
+
+
+def bench_repvit() -> dict:
+    import timm
+
+    from segvlm.segmentation import folded_backbone
+
+    backbone = timm.create_model("repvit_m1", features_only=True, out_indices=[0, 1, 2, 3]).eval()
+    pixels = torch.randn(1, 3, 1024, 1024).to(torch.bfloat16)
+    last = pixels.contiguous(memory_format=torch.channels_last)
+    fused = folded_backbone.fold(backbone, torch.bfloat16)
+    available = folded_backbone.mkldnn_available
+    folded_backbone.mkldnn_available = lambda: False
+    try:
+        folded = folded_backbone.fold(backbone, torch.bfloat16)
+    finally:
+        folded_backbone.mkldnn_available = available
+    plain = backbone.to(torch.bfloat16)
+    return {
+        "as_built_ms": cpu_ms(lambda: plain(pixels), repeats=3),
+        "folded_channels_last_ms": cpu_ms(lambda: folded(last), repeats=3),
+        "folded_fused_gelu_ms": cpu_ms(lambda: fused(last), repeats=3),
+    }
+
+
+BENCHES = {"rope": bench_rope, "mlp": bench_mlp, "kernel": bench_kernel, "repvit": bench_repvit}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run these pieces only")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = {"threads": args.threads, "torch": torch.__version__}
+    for name in args.only or BENCHES:
+        results[name] = BENCHES[name]()
+        print(name, json.dumps(results[name]), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
