@@ -8,6 +8,9 @@ to the output) compiled by ``torch.compile``, runs it 2-3x faster (BENCHMARKS.md
 is float32, as in SDPA's kernel; the exponentials are rounded to bf16 before the second GEMM (SDPA keeps
 them in float32), which moves outputs by about one bf16 ulp.
 
+:func:`rope` applies the memory attentions' rotary encoding the same way (float32 arithmetic, rounded back to
+the input's dtype) in one compiled pass instead of five eager ones; same bits.
+
 Compilation happens once per process on first use (seconds; torch caches the generated code on disk). Where
 ``torch.compile`` cannot run (no C++ compiler, an unsupported platform) the first call warns once and every
 call falls back to ``scaled_dot_product_attention``.

@@ -23,7 +23,12 @@ Reduced precision only (bf16/fp16; float32 keeps transformers' code path and its
   is 64 wide instead of 256 (4x fewer FLOPs);
 * both memory attentions (self and cross) and the image encoder's global-attention blocks (4096 tokens) run
   through :func:`segvlm.segmentation.cpu_attention.attention`: bf16 GEMMs over query chunks with a float32
-  softmax, compiled, 1.5-3x the rate of the CPU flash kernel on these shapes.
+  softmax, compiled, 1.5-3x the rate of the CPU flash kernel on these shapes; their RoPE (float32, rounded
+  back) in one compiled pass, and the temporal term of the memory keys computed once per session;
+* EdgeTAM's RepViT image encoder through a folded, channels-last copy with fused GELUs
+  (:mod:`segvlm.segmentation.folded_backbone`).
+
+Exact in every dtype as well: the memory-attention MLP's ReLU runs in place on its fresh hidden map.
 
 All of it is switched on per frame: :func:`install` adds the paths to a model, inert until a frame runs inside
 ``with MemoryCache().active(model):``. Outside such a block (transformers' own loop on the same model, for
@@ -433,8 +438,9 @@ class _InPlaceReLU(nn.ReLU):
 
 def install(model) -> None:
     """Give ``model`` (a ``Sam2VideoModel`` or ``EdgeTamVideoModel``) the fast paths; inert until a
-    :class:`MemoryCache` is active. SAM 2 gets all of them; EdgeTAM, whose memory is a compressed set of
-    latents, gets the image-encoder paths and the memory self-attention kernel."""
+    :class:`MemoryCache` is active. SAM 2 gets all of them; EdgeTAM, whose memory is a few hundred perceiver
+    latents per frame (cheap to project anew), gets its own: the folded RepViT encoder, both memory attentions
+    through the kernel with the values projected after the cross-attention, and the in-place ReLU."""
     if getattr(model, _SWITCH, None) is not None:
         return
     switch = _Switch()
