@@ -5,6 +5,7 @@ less than wall time. Pieces:
 
 * ``rope``: RoPE of a (4096, 256) bf16 map in float32, eager ops against one compiled pass (same bits);
 * ``mlp``: the memory attention's 256 -> 2048 -> 256 ReLU MLP on 4096 tokens, ``F.relu`` against in place;
+* ``gelu_mlp``: a Hiera block's GELU MLP, the GELU as a pass of its own against fused into the first product;
 * ``kernel``: one 256-query chunk of the chunked attention, scale before against inside the exponential, on the
   SAM 2 memory cross-attention shape and the image encoder's global-block shape;
 * ``repvit``: EdgeTAM's RepViT-M1 at 1024 x 1024 in bf16, as built against the folded channels-last copy with
@@ -58,6 +59,18 @@ def bench_mlp() -> dict:
         "relu_ms": cpu_ms(lambda: down(F.relu(up(x)))),
         "relu_in_place_ms": cpu_ms(lambda: down(up(x).relu_())),
     }
+
+
+def bench_gelu_mlp() -> dict:
+    """Hiera's first-stage MLP (96 -> 384 -> 96 on 256 x 256 tokens): GELU as its own pass against fused."""
+    x = torch.randn(1, 256, 256, 96).to(torch.bfloat16)
+    proj_in, proj_out = torch.nn.Linear(96, 384).to(torch.bfloat16), torch.nn.Linear(384, 96).to(torch.bfloat16)
+
+    def fused():
+        hidden = torch.ops.mkldnn._linear_pointwise(x.view(-1, 96), proj_in.weight, proj_in.bias, "gelu", [], "none")
+        return proj_out(hidden.view(1, 256, 256, -1))
+
+    return {"gelu_pass_ms": cpu_ms(lambda: proj_out(F.gelu(proj_in(x)))), "fused_ms": cpu_ms(fused)}
 
 
 def _scale_first(query, key, value, scale):
@@ -114,7 +127,13 @@ def bench_repvit() -> dict:
     }
 
 
-BENCHES = {"rope": bench_rope, "mlp": bench_mlp, "kernel": bench_kernel, "repvit": bench_repvit}
+BENCHES = {
+    "rope": bench_rope,
+    "mlp": bench_mlp,
+    "gelu_mlp": bench_gelu_mlp,
+    "kernel": bench_kernel,
+    "repvit": bench_repvit,
+}
 
 
 def main(argv=None) -> dict:

@@ -158,7 +158,7 @@ def test_install_finds_every_module_it_speeds_up(model):
         expected = {"FeatureListNet", "EdgeTamSinePositionEmbedding"}
         expected |= {"EdgeTamVideoRoPESelfAttention", "EdgeTamVideoRoPECrossAttention"}
     else:
-        expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding"}
+        expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding", "Sam2FeedForward"}
         assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
     assert expected <= patched, expected - patched
 

@@ -25,8 +25,8 @@ Reduced precision only (bf16/fp16; float32 keeps transformers' code path and its
   through :func:`segvlm.segmentation.cpu_attention.attention`: bf16 GEMMs over query chunks with a float32
   softmax, compiled, 1.5-3x the rate of the CPU flash kernel on these shapes; their RoPE (float32, rounded
   back) in one compiled pass, and the temporal term of the memory keys computed once per session;
-* EdgeTAM's RepViT image encoder through a folded, channels-last copy with fused GELUs
-  (:mod:`segvlm.segmentation.folded_backbone`).
+* the Hiera blocks' MLPs with the first projection and its GELU as one oneDNN product; EdgeTAM's RepViT image
+  encoder through a folded, channels-last copy with fused GELUs (:mod:`segvlm.segmentation.folded_backbone`).
 
 Exact in every dtype as well: the memory-attention MLP's ReLU runs in place on its fresh hidden map.
 
@@ -421,6 +421,34 @@ def _folded_convolutions(self, pixel_values: torch.Tensor, **kwargs):
     return folded(pixel_values.contiguous(memory_format=torch.channels_last), **kwargs)
 
 
+def _gelu_mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The Hiera blocks' two-layer GELU MLP (``Sam2FeedForward``) with its first projection and the GELU as one
+    oneDNN product (the exact GELU as a post-op on the float32 accumulator: one rounding instead of two, and no
+    second pass over the 4x-wide hidden map) while reduced-precision CPU paths are on."""
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced) or hidden_states.device.type != "cpu":
+        return type(self).forward(self, hidden_states)
+    lead = hidden_states.shape[:-1]
+    flat = hidden_states.reshape(-1, hidden_states.shape[-1])  # (tokens, C)
+    proj_in = self.proj_in
+    hidden = torch.ops.mkldnn._linear_pointwise(flat, proj_in.weight, proj_in.bias, "gelu", [], "none")  # (tokens, 4C)
+    return self.proj_out(hidden.view(*lead, -1))
+
+
+def _is_gelu_mlp(module) -> bool:
+    """A two-layer ``Sam2FeedForward`` with the exact (erf) GELU, where oneDNN's fused product is available."""
+    from segvlm.segmentation.folded_backbone import mkldnn_available
+
+    activation = getattr(module, "activation", None)
+    return (
+        module.num_layers == 2
+        and not module.sigmoid_output
+        and getattr(activation, "act", None) is F.gelu
+        and mkldnn_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
 class _InPlaceReLU(nn.ReLU):
     """The memory attention MLP's ReLU, applied in place on the fresh 4096 x 2048 hidden map while fast paths
     are on: the same values, without allocating and writing a second map (about a third of the MLP's time in
@@ -466,6 +494,9 @@ def install(model) -> None:
             backbone = module.timm_model
             backbone._segvlm_switch, backbone._segvlm_folded = switch, {}
             backbone.forward = types.MethodType(_folded_convolutions, backbone)
+        elif name == "Sam2FeedForward" and _is_gelu_mlp(module):
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_gelu_mlp, module)
         elif name == "Sam2VideoMemoryAttentionLayer" and type(module.activation) is nn.ReLU:
             module.activation = _InPlaceReLU(switch)
         elif name == "EdgeTamVideoMemoryAttentionMLP" and type(module.act_fn) is nn.ReLU:
