@@ -47,6 +47,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -332,15 +333,46 @@ TASKS: tuple[Task, ...] = (COLOUR_TASK, SHAPE_TASK, RELATION_TASK, COUNT_TASK, M
 
 
 # -- designs as the experiment uses them ---------------------------------------------------------------------
-def tag_marks(max_regions: int = 4) -> SetOfMarkTokenizer:
-    """The Set-of-Mark arm's tokenizer: segvlm's ``"tag"`` style (a 2 px ring outside each mask and a numbered
-    tag beside it, no region pixel changed), mark 1 grey and mark 2 orange (:data:`MARK_COLOURS`)."""
-    return SetOfMarkTokenizer(style="tag", max_regions=max_regions, ring=2, font_size=10, tag_colours=MARK_COLOURS)
+@dataclass(frozen=True)
+class MarkStyle:
+    """How the Set-of-Mark arm draws its marks; the defaults are the marks of the committed runs.
+
+    Attributes:
+        ring: ring width in pixels, drawn just outside the region.
+        place: where the numbered tag goes: ``"beside"`` the ring (no region pixel changes) or on the region's
+            ``"centre"`` (``SetOfMarkTokenizer``'s ``tag_place``).
+        font_size: the tag's digit height in pixels (the tag is that and a pixel on every side).
+    """
+
+    ring: int = 2
+    place: str = "beside"
+    font_size: int = 10
+
+    @property
+    def is_default(self) -> bool:
+        return self == MarkStyle()
+
+    def name(self) -> str:
+        """A short name for folders and tables, e.g. ``ring4-centre-font6``."""
+        return f"ring{self.ring}-{self.place}-font{self.font_size}"
 
 
-def draw_tags(image: Image.Image, masks: Sequence[np.ndarray]) -> Image.Image:
+def tag_marks(max_regions: int = 4, style: MarkStyle = MarkStyle()) -> SetOfMarkTokenizer:
+    """The Set-of-Mark arm's tokenizer: segvlm's ``"tag"`` style (by default a 2 px ring outside each mask and a
+    numbered tag beside it, no region pixel changed), mark 1 grey and mark 2 orange (:data:`MARK_COLOURS`)."""
+    return SetOfMarkTokenizer(
+        style="tag",
+        max_regions=max_regions,
+        ring=style.ring,
+        font_size=style.font_size,
+        tag_colours=MARK_COLOURS,
+        tag_place=style.place,
+    )
+
+
+def draw_tags(image: Image.Image, masks: Sequence[np.ndarray], style: MarkStyle = MarkStyle()) -> Image.Image:
     """``image`` with ``masks`` marked as the Set-of-Mark arm marks them (:func:`tag_marks`)."""
-    return tag_marks().draw(image, list(masks))
+    return tag_marks(style=style).draw(image, list(masks))
 
 
 @dataclass(frozen=True)
@@ -437,6 +469,9 @@ class Settings:
             its patch embeddings (:func:`init_tower_positions`); off by default.
         lm_layers: language-model layers of the tiny model (2 by default, as ``build_smolvlm`` builds it).
         position_probes: also train the :data:`SIDE_PROBES` from the base model (:func:`measure_position_learning`).
+        marks: how the Set-of-Mark arm draws its marks (the default reproduces the committed runs).
+        mark_pretraining: the base model also learns "Where is mark <n>?" (:func:`mark_example`, marks drawn in
+            ``marks``' style), as a real Set-of-Mark model has learnt to read marks; off by default.
     """
 
     mode: str = "quick"
@@ -456,6 +491,18 @@ class Settings:
     position_init: bool = False
     lm_layers: int = TINY_LM_LAYERS
     position_probes: bool = False
+    marks: MarkStyle = field(default_factory=MarkStyle)
+    mark_pretraining: bool = False
+
+
+def experiment_arms(settings: Settings) -> list[Arm]:
+    """The arms ``settings`` names, in :data:`ARMS` order, the Set-of-Mark arm drawing ``settings.marks``."""
+    arms = [a for a in ARMS if a.name in settings.arms]
+    if settings.marks.is_default:
+        return arms
+    som = partial(tag_marks, style=settings.marks)
+    how = f"ring outside the mask + numbered tag ({settings.marks.name()})"
+    return [replace(a, make=som, how=how) if a.name == "set_of_mark" else a for a in arms]
 
 
 # -- data and the encoding cache ---------------------------------------------------------------------------------
@@ -906,7 +953,7 @@ def position_example(seed: int, index: int) -> TaskExample:
 
     Region-free (objects are named by colour; no region is input, no mark drawn), it asks the base model to
     read where two objects are from its image tokens and compare them, the skill every design that leaves
-    positions in the image needs (see :data:`POSITION_PRETRAINING_STEPS`). Example ``index`` asks "left of" for
+    positions in the image needs (see :func:`base_tasks`). Example ``index`` asks "left of" for
     even ``index // 2`` and "above" otherwise; its answer is "yes" for even ``index``, so any multiple of 4
     examples is balanced in both.
     """
@@ -927,6 +974,26 @@ def position_example(seed: int, index: int) -> TaskExample:
     return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
 
 
+MARK_CELLS = 4  # "Where is mark <n>?" is answered on a 4 x 4 grid, the LM's image tokens (32 px each)
+
+
+def mark_example(seed: int, index: int, style: MarkStyle = MarkStyle()) -> TaskExample:
+    """A base scene with two of its objects marked as the Set-of-Mark arm marks them (mark 1 grey, mark 2
+    orange), "Where is mark <n>?", answered with the cell of that object's centre on a :data:`MARK_CELLS` grid:
+    column then row, from 1 at the top left ("2 3": second column, third row). ``n`` is 1 for even ``index``.
+
+    The skill a Set-of-Mark model brings from its own training: find a mark and say where it is. No region is
+    input; the marks are in the image."""
+    rng = _rng("mark", seed, index)
+    scene = _base_scene(rng)
+    pair = [int(j) for j in rng.choice(len(scene.objects), size=2, replace=False)]
+    n = 1 + index % 2
+    image = draw_tags(Image.fromarray(scene.frames[0]), [scene.masks[0][j] for j in pair], style)
+    x, y = scene.objects[pair[n - 1]].centres[0]
+    cell = IMAGE_SIZE / MARK_CELLS
+    return TaskExample(image, (), f"{int(x // cell) + 1} {int(y // cell) + 1}", question=f"Where is mark {n}?")
+
+
 def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
     """Grounding examples with their answer: the region's box as ``TextMaskTokenizer`` writes it for this family."""
     writer = TextMaskTokenizer()
@@ -943,10 +1010,21 @@ def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
 DESCRIBE = Task("describe", "", "Describe the image.", (), 0, 0.0, describe_example)
 GROUND = Task("ground", "", "", (), 0, 0.0, ground_example)
 POSITION = Task("position", "", "", ("yes", "no"), 0, 0.5, position_example)
-#: ``--position-pretraining``: the base model also learns :func:`position_example` (as many examples as each
-#: of the other two base tasks, and 1.5x the steps, so description and grounding keep theirs). In the quick
-#: budget the base model stays at chance on it (EXPERIMENTS.md, round 2, the section on positions).
-POSITION_PRETRAINING_STEPS = 1.5
+
+
+def base_tasks(settings: Settings) -> list[Task]:
+    """The base model's tasks: description and grounding, plus :data:`POSITION` with ``--position-pretraining``
+    (in the quick budget it stays at chance: EXPERIMENTS.md, round 2, the section on positions) and "Where is
+    mark <n>?" (:func:`mark_example`) with ``--mark-pretraining``. Each extra task brings as many examples as
+    each of the first two and adds half the steps, so description and grounding keep theirs."""
+    tasks = [DESCRIBE, GROUND]
+    if settings.position_pretraining:
+        tasks.append(POSITION)
+    if settings.mark_pretraining:
+        tasks.append(Task("mark", "", "", (), 0, 0.0, partial(mark_example, style=settings.marks)))
+    return tasks
+
+
 BASE_ARM = Arm("base", "none", "no regions", "", lambda: TextMaskTokenizer(), uses_regions=False)
 
 
@@ -1058,11 +1136,11 @@ def pretrain(model_dir: str, seed: int, settings: Settings, folder: Path, log: C
             vlm, [Image.fromarray(_base_scene(_rng("scale", seed, i)).frames[0]) for i in range(32)]
         )
         log(f"  tower position embeddings: 2D sine/cosine at the patch embeddings' RMS {scale:.2f}")
-    base_tasks = [DESCRIBE, GROUND, POSITION] if settings.position_pretraining else [DESCRIBE, GROUND]
-    train = with_box_answers(vlm, make_examples(base_tasks, budget.pretrain_examples // 2, seed + 2000))
+    tasks = base_tasks(settings)
+    train = with_box_answers(vlm, make_examples(tasks, budget.pretrain_examples // 2, seed + 2000))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
     train = [train[i] for i in order]  # describe and ground mixed in every batch
-    held_out = with_box_answers(vlm, make_examples(base_tasks, max(budget.eval_per_task // 2, 2), seed + 3000))
+    held_out = with_box_answers(vlm, make_examples(tasks, max(budget.eval_per_task // 2, 2), seed + 3000))
     batches = Batches(vlm, BASE_ARM, chunks(train, budget.batch_size), "", settings.cache)
     eval_batches = Batches(vlm, BASE_ARM, chunks(held_out, 64), "", settings.cache)
     curve = [(0, answer_scores(vlm, eval_batches))]
@@ -1187,8 +1265,7 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
             build_tiny(Path(source), settings)
         if steps is None:
             steps = settings.budget.pretrain_steps
-            if settings.position_pretraining:
-                steps = round(steps * POSITION_PRETRAINING_STEPS)
+            steps = round(steps * len(base_tasks(settings)) / 2)
     if steps == 0:
         return source, None
     folder = root / f"{name}-base-{steps}steps-{settings.budget.pretrain_examples}ex-{settings.budget.batch_size}b"
@@ -1196,6 +1273,9 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
         folder = folder.with_name(folder.name + "-position")
     if settings.position_init:
         folder = folder.with_name(folder.name + "-sincos")
+    if settings.mark_pretraining:
+        marks = "" if settings.marks.is_default else f"-{settings.marks.name()}"
+        folder = folder.with_name(folder.name + f"-marks{marks}")
     record = folder / "pretrain.json"
     if record.is_file():
         log(f"reusing the base model in {folder}")
@@ -1249,6 +1329,39 @@ def measure_overlays(scenes: int = 30) -> list[OverlayMeasurement]:
                 changed = (marked != scene.frames[0]).any(-1) & mask  # (H, W)
                 fractions.append(changed.sum() / mask.sum())
             out.append(OverlayMeasurement(name, size, float(np.mean(fractions)), scenes))
+    return out
+
+
+@dataclass
+class MarkCoverage:
+    """How much of its designated regions a mark style covers, on one task's scenes.
+
+    Attributes:
+        task: the task name.
+        style: :meth:`MarkStyle.name`.
+        mean: mean over regions of (region pixels whose colour changed) / (region pixels).
+        high: the largest such share.
+        regions: how many regions were measured.
+    """
+
+    task: str
+    style: str
+    mean: float
+    high: float
+    regions: int
+
+
+def measure_mark_coverage(style: MarkStyle, examples: int = 30) -> list[MarkCoverage]:
+    """:class:`MarkCoverage` of ``style`` on every task (scene stream 7, not used for training)."""
+    out = []
+    for task in TASKS:
+        shares = []
+        for index in range(examples):
+            example = task.make(7, index)
+            marked = np.asarray(draw_tags(example.image, list(example.regions), style))  # (H, W, 3)
+            changed = (marked != np.asarray(example.image)).any(-1)  # (H, W)
+            shares += [(changed & region).sum() / region.sum() for region in example.regions]
+        out.append(MarkCoverage(task.name, style.name(), float(np.mean(shares)), float(np.max(shares)), len(shares)))
     return out
 
 
@@ -1576,6 +1689,7 @@ class Report:
     mark_locality: MarkLocality
     position_reading: list[PositionReading]
     position_probes: list[PositionProbe]
+    mark_coverage: list[MarkCoverage]
     seconds: float
     seconds_per_step: float
 
@@ -1604,7 +1718,7 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
     unknown = (set(settings.arms) - set(known_arms)) | (set(settings.tasks) - set(known_tasks))
     if unknown:
         raise ValueError(f"unknown arm or task {sorted(unknown)}; arms: {known_arms}, tasks: {known_tasks}")
-    arms = [a for a in ARMS if a.name in settings.arms]
+    arms = experiment_arms(settings)
     tasks = [t for t in TASKS if t.name in settings.tasks]
     runs: list[RunResult] = []
     train_labels: dict[str, Counter] = {t.name: Counter() for t in tasks}
@@ -1661,6 +1775,7 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
         mark_locality=measure_mark_locality(),
         position_reading=readings,
         position_probes=probes,
+        mark_coverage=measure_mark_coverage(settings.marks),
         seconds=time.perf_counter() - started,
         seconds_per_step=sum(r.train_seconds for r in runs) / max(steps, 1),
     )
@@ -1696,6 +1811,12 @@ def main(
         False, "--position-probes", help="also time how fast the base model learns to read positions (2 x 300 steps)"
     ),
     base_only: bool = typer.Option(False, "--base-only", help="only the base model and its measurements, no arms"),
+    mark_ring: int = typer.Option(2, "--mark-ring", min=1, help="Set-of-Mark arm: ring width in pixels"),
+    mark_place: str = typer.Option("beside", "--mark-place", help="Set-of-Mark arm: tag 'beside' the ring or 'centre'"),
+    mark_font: int = typer.Option(10, "--mark-font", min=1, help="Set-of-Mark arm: digit height of the tag in pixels"),
+    mark_pretraining: bool = typer.Option(
+        False, "--mark-pretraining", help="the base model also learns 'Where is mark <n>?' (marks as the arm draws)"
+    ),
 ) -> None:
     """Train every arm with every seed on all tasks; print the table, write the JSON and the plot."""
     if replot is not None:
@@ -1730,6 +1851,8 @@ def main(
         position_init=position_init,
         lm_layers=lm_layers,
         position_probes=position_probes,
+        marks=MarkStyle(ring=mark_ring, place=mark_place, font_size=mark_font),
+        mark_pretraining=mark_pretraining,
     )
     if base_only:
         settings.arms = ()
