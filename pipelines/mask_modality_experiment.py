@@ -342,19 +342,22 @@ class MarkStyle:
         place: where the numbered tag goes: ``"beside"`` the ring (no region pixel changes) or on the region's
             ``"centre"`` (``SetOfMarkTokenizer``'s ``tag_place``).
         font_size: the tag's digit height in pixels (the tag is that and a pixel on every side).
+        pattern: the ring's pattern, ``"solid"`` or ``"checker"`` (``SetOfMarkTokenizer``'s ``ring_pattern``).
     """
 
     ring: int = 2
     place: str = "beside"
     font_size: int = 10
+    pattern: str = "solid"
 
     @property
     def is_default(self) -> bool:
         return self == MarkStyle()
 
     def name(self) -> str:
-        """A short name for folders and tables, e.g. ``ring4-centre-font6``."""
-        return f"ring{self.ring}-{self.place}-font{self.font_size}"
+        """A short name for folders and tables, e.g. ``ring4-centre-font6`` (``-checker`` for a checker ring)."""
+        pattern = "" if self.pattern == "solid" else f"-{self.pattern}"
+        return f"ring{self.ring}-{self.place}-font{self.font_size}{pattern}"
 
 
 def tag_marks(max_regions: int = 4, style: MarkStyle = MarkStyle()) -> SetOfMarkTokenizer:
@@ -367,6 +370,7 @@ def tag_marks(max_regions: int = 4, style: MarkStyle = MarkStyle()) -> SetOfMark
         font_size=style.font_size,
         tag_colours=MARK_COLOURS,
         tag_place=style.place,
+        ring_pattern=style.pattern,
     )
 
 
@@ -1793,6 +1797,9 @@ def main(
     tasks: str = typer.Option(",".join(t.name for t in TASKS), "--tasks", help="comma-separated tasks"),
     model: str | None = typer.Option(None, "--model", help="hub id, folder or tiny-random:<family> (default: tiny)"),
     steps: int | None = typer.Option(None, "--steps", min=1, help="override the mode's training steps"),
+    train_per_task: int | None = typer.Option(
+        None, "--train-per-task", min=1, help="override the mode's training examples per task (a multiple of 84)"
+    ),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="tiny models are built here (default: temp dir)"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, ... (auto: cuda when available)"),
     answer_prefix: str = typer.Option("auto", "--answer-prefix", help="text before answers ('auto' tries '' then ' ')"),
@@ -1814,6 +1821,7 @@ def main(
     mark_ring: int = typer.Option(2, "--mark-ring", min=1, help="Set-of-Mark arm: ring width in pixels"),
     mark_place: str = typer.Option("beside", "--mark-place", help="Set-of-Mark arm: tag 'beside' the ring or 'centre'"),
     mark_font: int = typer.Option(10, "--mark-font", min=1, help="Set-of-Mark arm: digit height of the tag in pixels"),
+    mark_pattern: str = typer.Option("solid", "--mark-pattern", help="Set-of-Mark arm: ring 'solid' or 'checker'"),
     mark_pretraining: bool = typer.Option(
         False, "--mark-pretraining", help="the base model also learns 'Where is mark <n>?' (marks as the arm draws)"
     ),
@@ -1835,6 +1843,8 @@ def main(
         raise typer.BadParameter("pass exactly one of --quick, --full or --smoke")
     mode = "quick" if quick else "full" if full else "smoke"
     budget = MODES[mode] if steps is None else replace(MODES[mode], steps=steps)
+    if train_per_task is not None:
+        budget = replace(budget, train_per_task=train_per_task)
     settings = Settings(
         mode=mode,
         budget=budget,
@@ -1851,7 +1861,7 @@ def main(
         position_init=position_init,
         lm_layers=lm_layers,
         position_probes=position_probes,
-        marks=MarkStyle(ring=mark_ring, place=mark_place, font_size=mark_font),
+        marks=MarkStyle(ring=mark_ring, place=mark_place, font_size=mark_font, pattern=mark_pattern),
         mark_pretraining=mark_pretraining,
     )
     if base_only:

@@ -87,6 +87,22 @@ def test_centre_tags_sit_on_the_region_and_cover_little_of_it():
         draw_tags(image, masks, place="corner")
 
 
+def test_checker_rings_paint_every_other_ring_pixel_and_spare_the_regions():
+    image, masks = _scene()
+    original = np.asarray(image)
+    marked = np.asarray(draw_tags(image, masks, ring=4, pattern="checker"))  # (H, W, 3)
+    rows, cols = np.indices(masks[0].shape)
+    even = (rows + cols) % 2 == 0  # (H, W) the checkerboard's painted squares
+    assert not ((marked != original).any(-1) & (masks[0] | masks[1])).any()  # no region pixel changes
+    for k, mask in enumerate(masks):
+        ring = dilate(mask, 4) & ~mask
+        painted = (marked == TAG_COLOURS[k]).all(-1)  # (H, W)
+        assert painted[ring & even].mean() > 0.8  # every other ring pixel in the mark's colour...
+        assert (marked[ring & ~even] == original[ring & ~even]).all(-1).mean() > 0.8  # ...the others as they were
+    with pytest.raises(ValueError, match="ring pattern"):
+        draw_tags(image, masks, pattern="dots")
+
+
 def test_tag_style_is_saved_and_loaded_and_stock_configs_are_unchanged(tmp_path):
     tag = SetOfMarkTokenizer(style="tag", ring=3, font_size=8, tag_colours=[(1, 2, 3), (4, 5, 6)], max_regions=4)
     again = load_mask_tokenizer(tag.save_pretrained(tmp_path / "tag"))
@@ -97,7 +113,11 @@ def test_tag_style_is_saved_and_loaded_and_stock_configs_are_unchanged(tmp_path)
     assert "tag_place" not in tag.config_dict()  # configs saved before the option stay as they were
     centre = SetOfMarkTokenizer(style="tag", tag_place="centre", font_size=6)
     again = load_mask_tokenizer(centre.save_pretrained(tmp_path / "centre"))
-    assert again.tag_place == "centre"
+    assert again.tag_place == "centre" and again.ring_pattern == "solid"
+    checker = load_mask_tokenizer(
+        SetOfMarkTokenizer(style="tag", ring_pattern="checker").save_pretrained(tmp_path / "c")
+    )
+    assert checker.ring_pattern == "checker" and "ring_pattern" not in tag.config_dict()
     assert np.array_equal(
         np.asarray(again.draw(image, masks)), np.asarray(draw_tags(image, masks, 2, 6, place="centre"))
     )

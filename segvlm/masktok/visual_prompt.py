@@ -124,6 +124,16 @@ def _tag_candidates(box: tuple[int, int, int, int], tw: int, th: int) -> list[tu
 
 
 TAG_PLACES = ("beside", "centre")
+RING_PATTERNS = ("solid", "checker")
+
+
+def _ring_pixels(grown: np.ndarray, union: np.ndarray, pattern: str) -> np.ndarray:
+    """(H, W) bool: the ring's painted pixels, ``grown`` outside ``union``; every other one for ``"checker"``."""
+    ring = grown & ~union
+    if pattern == "checker":
+        rows, cols = np.indices(ring.shape)
+        ring &= (rows + cols) % 2 == 0
+    return ring
 
 
 def _centre_corner(mask: np.ndarray, tw: int, th: int, width: int, height: int) -> tuple[int, int]:
@@ -156,6 +166,7 @@ def draw_tags(
     colours: Sequence[tuple[int, int, int]] = TAG_COLOURS,
     numbers: Sequence[int] | None = None,
     place: str = "beside",
+    pattern: str = "solid",
 ):
     """A copy of ``image`` (PIL) with a ``ring``-pixel ring just outside each mask and a numbered tag touching it.
 
@@ -168,12 +179,16 @@ def draw_tags(
 
     With ``place="centre"`` the tag sits on the region instead, centred on its :func:`label_point` (as the
     Set-of-Mark paper puts the number on the region): it covers part of the region (a ``font_size`` box),
-    and is found where the object is rather than beside it.
+    and is found where the object is rather than beside it. With ``pattern="checker"`` the ring is a 1-pixel
+    checkerboard of the mark's colour and the image's own pixels: a texture that flat-coloured objects never
+    have, which a patch embedding can tell from an object's edge.
     """
     from PIL import Image, ImageDraw, ImageFont
 
     if place not in TAG_PLACES:
         raise ValueError(f"unknown tag place {place!r}; choose one of {TAG_PLACES}")
+    if pattern not in RING_PATTERNS:
+        raise ValueError(f"unknown ring pattern {pattern!r}; choose one of {RING_PATTERNS}")
     canvas = np.asarray(image.convert("RGB")).copy()  # (H, W, 3)
     height, width = canvas.shape[:2]
     union = np.zeros((height, width), dtype=bool)
@@ -183,7 +198,7 @@ def draw_tags(
     boxes = []
     for k, mask in enumerate(masks):
         grown = dilate(mask, ring)
-        canvas[grown & ~union] = colours[k % len(colours)]
+        canvas[_ring_pixels(grown, union, pattern)] = colours[k % len(colours)]
         ys, xs = np.nonzero(grown)
         boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     busy = np.abs(canvas.astype(np.int32) - background).sum(-1) > 30  # (H, W) pixels a tag should not hide
@@ -222,6 +237,7 @@ class SetOfMarkTokenizer(MaskTokenizer):
             colours the objects of your images do not have, so a mark is never mistaken for an object.
         tag_place: ``"beside"`` (the default: no region pixel changes) or ``"centre"`` (the tag on the region,
             at its :func:`label_point`; ``"tag"`` only, see :func:`draw_tags`).
+        ring_pattern: ``"solid"`` (the default) or ``"checker"`` (every other ring pixel; ``"tag"`` only).
     """
 
     design = "set_of_mark"
@@ -237,6 +253,7 @@ class SetOfMarkTokenizer(MaskTokenizer):
         font_size: int = 10,
         tag_colours: Sequence[Sequence[int]] | None = None,
         tag_place: str = "beside",
+        ring_pattern: str = "solid",
     ):
         super().__init__(max_regions=max_regions)
         if style not in (*STYLES, TAG_STYLE):
@@ -245,8 +262,10 @@ class SetOfMarkTokenizer(MaskTokenizer):
             raise ValueError(f"ring and font_size must be at least 1 pixel, got {ring} and {font_size}")
         if tag_place not in TAG_PLACES:
             raise ValueError(f"unknown tag place {tag_place!r}; choose one of {TAG_PLACES}")
+        if ring_pattern not in RING_PATTERNS:
+            raise ValueError(f"unknown ring pattern {ring_pattern!r}; choose one of {RING_PATTERNS}")
         self.style, self.alpha, self.region_format = style, alpha, region_format
-        self.ring, self.font_size, self.tag_place = ring, font_size, tag_place
+        self.ring, self.font_size, self.tag_place, self.ring_pattern = ring, font_size, tag_place, ring_pattern
         self.tag_colours = tuple(tuple(int(v) for v in c) for c in (tag_colours or TAG_COLOURS))
         if not all(len(c) == 3 for c in self.tag_colours):
             raise ValueError(f"tag_colours must be RGB triples, got {tag_colours!r}")
@@ -257,7 +276,13 @@ class SetOfMarkTokenizer(MaskTokenizer):
             return image
         if self.style == TAG_STYLE:
             return draw_tags(
-                image, masks, ring=self.ring, font_size=self.font_size, colours=self.tag_colours, place=self.tag_place
+                image,
+                masks,
+                ring=self.ring,
+                font_size=self.font_size,
+                colours=self.tag_colours,
+                place=self.tag_place,
+                pattern=self.ring_pattern,
             )
         return draw_marks(image, masks, style=self.style, alpha=self.alpha)
 
@@ -276,6 +301,8 @@ class SetOfMarkTokenizer(MaskTokenizer):
         }
         if self.style == TAG_STYLE:  # the stock styles save what they always saved
             config.update(ring=self.ring, font_size=self.font_size, tag_colours=[list(c) for c in self.tag_colours])
-            if self.tag_place != "beside":  # configs saved before the option load and save as they were
+            if self.tag_place != "beside":  # configs saved before these options load and save as they were
                 config["tag_place"] = self.tag_place
+            if self.ring_pattern != "solid":
+                config["ring_pattern"] = self.ring_pattern
         return config
