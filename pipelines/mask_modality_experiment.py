@@ -33,6 +33,11 @@ embeddings at the patch embeddings' scale), ``--lm-layers`` (a deeper language m
 for every arm alike; all are off by default (in EXPERIMENTS.md none of them moves a position cell: the budget
 per task, not the setup, is what the encoder's relation and motion lack). ``--base-only --position-probes``
 measures a base model alone.
+
+``--mark-ring``, ``--mark-place``, ``--mark-font`` and ``--mark-pattern`` change how the Set-of-Mark arm draws
+its marks (:class:`MarkStyle`), ``--mark-pretraining`` teaches the base model "Where is mark <n>?"
+(:func:`mark_example`), and ``--train-per-task`` changes the number of training examples; all are off by
+default (EXPERIMENTS.md, round 2, "Set-of-Mark on positions: a fair test").
 """
 
 from __future__ import annotations
@@ -476,6 +481,7 @@ class Settings:
         marks: how the Set-of-Mark arm draws its marks (the default reproduces the committed runs).
         mark_pretraining: the base model also learns "Where is mark <n>?" (:func:`mark_example`, marks drawn in
             ``marks``' style), as a real Set-of-Mark model has learnt to read marks; off by default.
+        mark_probes: also measure whether the base model's image tokens show the marks (:class:`MarkVisibility`).
     """
 
     mode: str = "quick"
@@ -497,6 +503,7 @@ class Settings:
     position_probes: bool = False
     marks: MarkStyle = field(default_factory=MarkStyle)
     mark_pretraining: bool = False
+    mark_probes: bool = False
 
 
 def experiment_arms(settings: Settings) -> list[Arm]:
@@ -1396,13 +1403,70 @@ class PositionReading:
     images: int
 
 
-def _ridge_accuracy(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> float:
-    """Accuracy on rows ``fit:`` of a ridge regression onto one-hot ``y`` fitted on rows ``:fit``."""
+def _ridge_predictions(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> torch.Tensor:
+    """(N - fit,): the classes a ridge regression onto one-hot ``y`` fitted on rows ``:fit`` predicts for the rest."""
     x = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
     target = nn.functional.one_hot(y, classes).double()  # (N, C)
     gram = x[:fit].T @ x[:fit] + lam * torch.eye(x.shape[1], dtype=torch.float64)
     weights = torch.linalg.solve(gram, x[:fit].T @ target[:fit])  # (D+1, C)
-    return float(((x[fit:] @ weights).argmax(1) == y[fit:]).double().mean())
+    return (x[fit:] @ weights).argmax(1)
+
+
+def _ridge_accuracy(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> float:
+    """Accuracy on rows ``fit:`` of a ridge regression onto one-hot ``y`` fitted on rows ``:fit``."""
+    return float((_ridge_predictions(x, y, classes, fit, lam) == y[fit:]).double().mean())
+
+
+@dataclass
+class MarkVisibility:
+    """Whether a mark reaches the language model: a linear read-out (ridge regression, as in
+    :class:`PositionReading`) of whether an LM image token's cell holds pixels of mark 1 (its ring or tag), from
+    that token's features alone, on relation scenes marked in ``style``.
+
+    Attributes:
+        model: ``"base"`` (what every arm starts from).
+        style: :meth:`MarkStyle.name`.
+        balanced_accuracy: the held-out read-out's mean accuracy over tokens with and without mark-1 pixels
+            (chance 0.5).
+        marked_tokens: the share of tokens that hold mark-1 pixels.
+        images: scenes (two thirds fit, one third scored).
+    """
+
+    model: str
+    style: str
+    balanced_accuracy: float
+    marked_tokens: float
+    images: int
+
+
+def _image_tokens(vlm, images: Sequence[Image.Image]) -> torch.Tensor:
+    """(N, M, D_lm): the last-layer features of every LM image token of every image."""
+    tokens = []
+    for start in range(0, len(images), 64):
+        inputs = vlm.layout.image_inputs(list(images[start : start + 64]))
+        tokens += [m.float() for m in vlm.layout.features(inputs, (-1,)).merged]  # (M, D_lm) each
+    return torch.stack(tokens)
+
+
+@torch.no_grad()
+def measure_mark_visibility(vlm, label: str, style: MarkStyle, images: int = 600) -> MarkVisibility:
+    """:class:`MarkVisibility` of ``vlm`` on relation scenes of stream 7 (never trained on)."""
+    vlm.model.eval()
+    marks = tag_marks(style=style)
+    examples = [RELATION_TASK.make(7, i) for i in range(images)]
+    pictures = [marks.draw(e.image, list(e.regions)) for e in examples]
+    features = _image_tokens(vlm, pictures)  # (N, M, D_lm)
+    n, m = features.shape[:2]
+    side = math.isqrt(m)
+    cell = IMAGE_SIZE // side
+    marked = [(np.asarray(p) == MARK_COLOURS[0]).all(-1) for p in pictures]  # (H, W) mark-1 pixels each
+    held = np.stack([k.reshape(side, cell, side, cell).any((1, 3)).reshape(-1) for k in marked])  # (N, M) row-major
+    y = torch.from_numpy(held.reshape(-1)).long()  # (N*M,)
+    fit = (2 * n // 3) * m
+    predicted, truth = _ridge_predictions(features.reshape(n * m, -1), y, 2, fit), y[fit:]
+    recalls = [float((predicted[truth == c] == c).double().mean()) for c in (0, 1)]
+    vlm.model.train()
+    return MarkVisibility(label, style.name(), float(np.mean(recalls)), float(y.double().mean()), images)
 
 
 @torch.no_grad()
@@ -1464,6 +1528,14 @@ def position_readings(settings: Settings, root: Path, model_dir: str) -> list[Po
         )
     base = load_vlm(model_dir, BASE_ARM, _device(settings.device))
     return [measure_position_reading(init, "init", images), measure_position_reading(base, "base", images)]
+
+
+def mark_visibilities(settings: Settings, model_dir: str) -> list[MarkVisibility]:
+    """:func:`measure_mark_visibility` of the base model with the default marks and with ``settings.marks``."""
+    images = 60 if settings.mode == "smoke" else 600
+    base = load_vlm(model_dir, BASE_ARM, _device(settings.device))
+    styles = [MarkStyle()] + ([] if settings.marks.is_default else [settings.marks])
+    return [measure_mark_visibility(base, "base", style, images) for style in styles]
 
 
 def side_example(n_objects: int, seed: int, index: int) -> TaskExample:
@@ -1694,6 +1766,7 @@ class Report:
     position_reading: list[PositionReading]
     position_probes: list[PositionProbe]
     mark_coverage: list[MarkCoverage]
+    mark_visibility: list[MarkVisibility]
     seconds: float
     seconds_per_step: float
 
@@ -1740,6 +1813,11 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
                 f"(majority {reading.ground_first_digits_majority:.2f})"
             )
         probes = measure_position_learning(model_dir, settings, log) if settings.position_probes else []
+        visibility = mark_visibilities(settings, model_dir) if settings.mark_probes else []
+        for v in visibility:
+            log(
+                f"  marks, {v.model}, {v.style}: mark-1 token read-out {v.balanced_accuracy:.2f} (balanced, chance 0.5)"
+            )
         for seed in settings.seeds:
             train = make_examples(tasks, settings.budget.train_per_task, seed)
             held_out = make_examples(tasks, settings.budget.eval_per_task, seed + 1000)
@@ -1780,6 +1858,7 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
         position_reading=readings,
         position_probes=probes,
         mark_coverage=measure_mark_coverage(settings.marks),
+        mark_visibility=visibility,
         seconds=time.perf_counter() - started,
         seconds_per_step=sum(r.train_seconds for r in runs) / max(steps, 1),
     )
@@ -1825,6 +1904,9 @@ def main(
     mark_pretraining: bool = typer.Option(
         False, "--mark-pretraining", help="the base model also learns 'Where is mark <n>?' (marks as the arm draws)"
     ),
+    mark_probes: bool = typer.Option(
+        False, "--mark-probes", help="also read mark 1 off the base model's image tokens (default marks and --mark-*)"
+    ),
 ) -> None:
     """Train every arm with every seed on all tasks; print the table, write the JSON and the plot."""
     if replot is not None:
@@ -1863,6 +1945,7 @@ def main(
         position_probes=position_probes,
         marks=MarkStyle(ring=mark_ring, place=mark_place, font_size=mark_font, pattern=mark_pattern),
         mark_pretraining=mark_pretraining,
+        mark_probes=mark_probes,
     )
     if base_only:
         settings.arms = ()

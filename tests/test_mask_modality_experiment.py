@@ -173,13 +173,15 @@ def test_mark_options_change_only_the_set_of_mark_arm(exp, tmp_path):
 
     settings = exp.Settings(
         mode="smoke", budget=exp.MODES["smoke"], seeds=(0,), arms=("set_of_mark",), tasks=("relation",),
-        work_dir=tmp_path, mark_pretraining=True, marks=changed.marks,
+        work_dir=tmp_path, mark_pretraining=True, marks=changed.marks, mark_probes=True,
     )  # fmt: skip
     report = exp.run_experiment(settings, log=lambda _: None)
     assert report.base.steps == round(exp.MODES["smoke"].pretrain_steps * 3 / 2)
     assert set(report.base.curve[-1][1]) == {"describe", "ground", "mark"}
     assert report.base.folder.endswith("-marks-ring4-centre-font6")
     assert {c.style for c in report.mark_coverage} == {"ring4-centre-font6"}
+    assert [v.style for v in report.mark_visibility] == ["ring2-beside-font10", "ring4-centre-font6"]
+    assert all(0 <= v.balanced_accuracy <= 1 and 0 < v.marked_tokens < 0.5 for v in report.mark_visibility)
 
 
 @pytest.fixture(scope="module")
