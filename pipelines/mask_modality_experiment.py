@@ -481,7 +481,8 @@ class Settings:
         marks: how the Set-of-Mark arm draws its marks (the default reproduces the committed runs).
         mark_pretraining: the base model also learns "Where is mark <n>?" (:func:`mark_example`, marks drawn in
             ``marks``' style), as a real Set-of-Mark model has learnt to read marks; off by default.
-        mark_probes: also measure whether the base model's image tokens show the marks (:class:`MarkVisibility`).
+        mark_probes: also measure whether the base model's image tokens show the marks (:class:`MarkVisibility`)
+            and how fast it learns "Is mark 1 on the left?" (:func:`mark_side_probes`).
     """
 
     mode: str = "quick"
@@ -1544,8 +1545,15 @@ def side_example(n_objects: int, seed: int, index: int) -> TaskExample:
 
     The two probes of :func:`measure_position_learning`: with one object the model need only read where the
     object is; with three it must also find the object the question names, as every region task must."""
-    rng = _rng(f"side{n_objects}", seed, index)
     answer = ("yes", "no")[index % 2]
+    scene, colours = _side_scene(_rng(f"side{n_objects}", seed, index), n_objects, answer)
+    question = "Is the object on the left?" if n_objects == 1 else f"Is the {colours[0]} object on the left?"
+    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+
+
+def _side_scene(rng: np.random.Generator, n_objects: int, answer: str):
+    """A scene of ``n_objects`` whose first object's centre is at least 8 px left of the middle column ("yes")
+    or right of it ("no"); and the objects' colours."""
     config = replace(STILL, n_objects=n_objects)
     while True:
         colours = _pick(rng, EXPERIMENT_COLOURS, n_objects)
@@ -1554,9 +1562,26 @@ def side_example(n_objects: int, seed: int, index: int) -> TaskExample:
         scene = layout_scene(rng, colours, shapes, sizes, config)
         x = scene.objects[0].centres[0][0]
         if abs(x - IMAGE_SIZE / 2) >= POSITION_MARGIN and (x < IMAGE_SIZE / 2) == (answer == "yes"):
-            break
-    question = "Is the object on the left?" if n_objects == 1 else f"Is the {colours[0]} object on the left?"
-    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+            return scene, colours
+
+
+def mark_side_example(style: MarkStyle, seed: int, index: int) -> TaskExample:
+    """Three objects, the first marked as the Set-of-Mark arm marks mark 1, and "Is mark 1 on the left?"; its
+    centre is at least 8 px from the middle column, "yes" for even ``index``. The side probe of
+    :data:`SIDE_PROBES` with the object named by a mark instead of its colour (:func:`mark_side_probes`)."""
+    answer = ("yes", "no")[index % 2]
+    scene, _ = _side_scene(_rng("markside", seed, index), 3, answer)
+    image = draw_tags(Image.fromarray(scene.frames[0]), [scene.masks[0][0]], style)
+    return TaskExample(image, (), answer, question="Is mark 1 on the left?")
+
+
+def mark_side_probes(settings: Settings) -> list[Task]:
+    """:func:`mark_side_example` with the default marks and with ``settings.marks``, as probes."""
+    styles = [MarkStyle()] + ([] if settings.marks.is_default else [settings.marks])
+    return [
+        Task(f"side_of_mark_1 ({s.name()})", "", "", ("yes", "no"), 0, 0.5, partial(mark_side_example, s))
+        for s in styles
+    ]
 
 
 SIDE_PROBES = (
@@ -1580,13 +1605,15 @@ class PositionProbe:
     curve: list[tuple[int, float]]
 
 
-def measure_position_learning(model_dir: str, settings: Settings, log: Callable[[str], None]) -> list[PositionProbe]:
-    """Train each :data:`SIDE_PROBES` question alone from the base model (640 examples of stream 0, scored on
-    128 of stream 1000, 300 steps; the smoke mode's sizes in smoke runs)."""
+def measure_position_learning(
+    model_dir: str, settings: Settings, log: Callable[[str], None], probes: Sequence[Task] = SIDE_PROBES
+) -> list[PositionProbe]:
+    """Train each ``probes`` question alone from the base model (640 examples of stream 0, scored on 128 of
+    stream 1000, 300 steps; the smoke mode's sizes in smoke runs)."""
     smoke = settings.mode == "smoke"
     steps, examples, held = (settings.budget.steps, 8, 4) if smoke else (300, 640, 128)
     out = []
-    for task in SIDE_PROBES:
+    for task in probes:
         torch.manual_seed(0)
         vlm = load_vlm(model_dir, BASE_ARM, _device(settings.device))
         batches = Batches(vlm, BASE_ARM, chunks(make_examples([task], examples, 0), 32), "", settings.cache)
@@ -1814,6 +1841,8 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
             )
         probes = measure_position_learning(model_dir, settings, log) if settings.position_probes else []
         visibility = mark_visibilities(settings, model_dir) if settings.mark_probes else []
+        if settings.mark_probes:
+            probes += measure_position_learning(model_dir, settings, log, mark_side_probes(settings))
         for v in visibility:
             log(
                 f"  marks, {v.model}, {v.style}: mark-1 token read-out {v.balanced_accuracy:.2f} (balanced, chance 0.5)"
@@ -1905,7 +1934,7 @@ def main(
         False, "--mark-pretraining", help="the base model also learns 'Where is mark <n>?' (marks as the arm draws)"
     ),
     mark_probes: bool = typer.Option(
-        False, "--mark-probes", help="also read mark 1 off the base model's image tokens (default marks and --mark-*)"
+        False, "--mark-probes", help="also probe the base model on mark 1 (default marks and --mark-*): tokens, side"
     ),
 ) -> None:
     """Train every arm with every seed on all tasks; print the table, write the JSON and the plot."""

@@ -157,6 +157,22 @@ def test_mark_questions_are_answered_from_the_marked_pixels(exp):
         )
 
 
+def test_mark_side_probe_is_answered_by_the_marked_object(exp):
+    from segvlm.masktok.visual_prompt import dilate
+
+    for i in range(12):
+        e = exp.mark_side_example(exp.MarkStyle(ring=4), 2, i)
+        image = np.asarray(e.image)  # (H, W, 3)
+        mark = (image == exp.MARK_COLOURS[0]).all(-1)  # (H, W)
+        painted = np.logical_or.reduce([(image == COLOURS[c]).all(-1) for c in exp.EXPERIMENT_COLOURS])  # (H, W)
+        objects, n = ndimage.label(painted)  # (H, W) one label per object (the tag's digit is not one)
+        assert n == 3 and e.question == "Is mark 1 on the left?"
+        ringed = [k for k in range(1, n + 1) if mark[dilate(objects == k, 2) & (objects != k)].mean() > 0.8]
+        assert len(ringed) == 1  # one object, and only one, is ringed in mark 1's colour
+        x = np.nonzero(objects == ringed[0])[1].mean()
+        assert ("yes" if x < exp.IMAGE_SIZE / 2 else "no") == e.answer
+
+
 def test_mark_options_change_only_the_set_of_mark_arm(exp, tmp_path):
     default = exp.Settings()
     assert [a.make().config_dict() for a in exp.experiment_arms(default)] == [a.make().config_dict() for a in exp.ARMS]
@@ -182,6 +198,10 @@ def test_mark_options_change_only_the_set_of_mark_arm(exp, tmp_path):
     assert {c.style for c in report.mark_coverage} == {"ring4-centre-font6"}
     assert [v.style for v in report.mark_visibility] == ["ring2-beside-font10", "ring4-centre-font6"]
     assert all(0 <= v.balanced_accuracy <= 1 and 0 < v.marked_tokens < 0.5 for v in report.mark_visibility)
+    assert [p.task for p in report.position_probes] == [
+        "side_of_mark_1 (ring2-beside-font10)",
+        "side_of_mark_1 (ring4-centre-font6)",
+    ]
 
 
 @pytest.fixture(scope="module")
