@@ -33,6 +33,11 @@ embeddings at the patch embeddings' scale), ``--lm-layers`` (a deeper language m
 for every arm alike; all are off by default (in EXPERIMENTS.md none of them moves a position cell: the budget
 per task, not the setup, is what the encoder's relation and motion lack). ``--base-only --position-probes``
 measures a base model alone.
+
+``--mark-ring``, ``--mark-place``, ``--mark-font`` and ``--mark-pattern`` change how the Set-of-Mark arm draws
+its marks (:class:`MarkStyle`), ``--mark-pretraining`` teaches the base model "Where is mark <n>?"
+(:func:`mark_example`), and ``--train-per-task`` changes the number of training examples; all are off by
+default (EXPERIMENTS.md, round 2, "Set-of-Mark on positions: a fair test").
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -332,15 +338,50 @@ TASKS: tuple[Task, ...] = (COLOUR_TASK, SHAPE_TASK, RELATION_TASK, COUNT_TASK, M
 
 
 # -- designs as the experiment uses them ---------------------------------------------------------------------
-def tag_marks(max_regions: int = 4) -> SetOfMarkTokenizer:
-    """The Set-of-Mark arm's tokenizer: segvlm's ``"tag"`` style (a 2 px ring outside each mask and a numbered
-    tag beside it, no region pixel changed), mark 1 grey and mark 2 orange (:data:`MARK_COLOURS`)."""
-    return SetOfMarkTokenizer(style="tag", max_regions=max_regions, ring=2, font_size=10, tag_colours=MARK_COLOURS)
+@dataclass(frozen=True)
+class MarkStyle:
+    """How the Set-of-Mark arm draws its marks; the defaults are the marks of the committed runs.
+
+    Attributes:
+        ring: ring width in pixels, drawn just outside the region.
+        place: where the numbered tag goes: ``"beside"`` the ring (no region pixel changes) or on the region's
+            ``"centre"`` (``SetOfMarkTokenizer``'s ``tag_place``).
+        font_size: the tag's digit height in pixels (the tag is that and a pixel on every side).
+        pattern: the ring's pattern, ``"solid"`` or ``"checker"`` (``SetOfMarkTokenizer``'s ``ring_pattern``).
+    """
+
+    ring: int = 2
+    place: str = "beside"
+    font_size: int = 10
+    pattern: str = "solid"
+
+    @property
+    def is_default(self) -> bool:
+        return self == MarkStyle()
+
+    def name(self) -> str:
+        """A short name for folders and tables, e.g. ``ring4-centre-font6`` (``-checker`` for a checker ring)."""
+        pattern = "" if self.pattern == "solid" else f"-{self.pattern}"
+        return f"ring{self.ring}-{self.place}-font{self.font_size}{pattern}"
 
 
-def draw_tags(image: Image.Image, masks: Sequence[np.ndarray]) -> Image.Image:
+def tag_marks(max_regions: int = 4, style: MarkStyle = MarkStyle()) -> SetOfMarkTokenizer:
+    """The Set-of-Mark arm's tokenizer: segvlm's ``"tag"`` style (by default a 2 px ring outside each mask and a
+    numbered tag beside it, no region pixel changed), mark 1 grey and mark 2 orange (:data:`MARK_COLOURS`)."""
+    return SetOfMarkTokenizer(
+        style="tag",
+        max_regions=max_regions,
+        ring=style.ring,
+        font_size=style.font_size,
+        tag_colours=MARK_COLOURS,
+        tag_place=style.place,
+        ring_pattern=style.pattern,
+    )
+
+
+def draw_tags(image: Image.Image, masks: Sequence[np.ndarray], style: MarkStyle = MarkStyle()) -> Image.Image:
     """``image`` with ``masks`` marked as the Set-of-Mark arm marks them (:func:`tag_marks`)."""
-    return tag_marks().draw(image, list(masks))
+    return tag_marks(style=style).draw(image, list(masks))
 
 
 @dataclass(frozen=True)
@@ -437,6 +478,11 @@ class Settings:
             its patch embeddings (:func:`init_tower_positions`); off by default.
         lm_layers: language-model layers of the tiny model (2 by default, as ``build_smolvlm`` builds it).
         position_probes: also train the :data:`SIDE_PROBES` from the base model (:func:`measure_position_learning`).
+        marks: how the Set-of-Mark arm draws its marks (the default reproduces the committed runs).
+        mark_pretraining: the base model also learns "Where is mark <n>?" (:func:`mark_example`, marks drawn in
+            ``marks``' style), as a real Set-of-Mark model has learnt to read marks; off by default.
+        mark_probes: also measure whether the base model's image tokens show the marks (:class:`MarkVisibility`)
+            and how fast it learns "Is mark 1 on the left?" (:func:`mark_side_probes`).
     """
 
     mode: str = "quick"
@@ -456,6 +502,19 @@ class Settings:
     position_init: bool = False
     lm_layers: int = TINY_LM_LAYERS
     position_probes: bool = False
+    marks: MarkStyle = field(default_factory=MarkStyle)
+    mark_pretraining: bool = False
+    mark_probes: bool = False
+
+
+def experiment_arms(settings: Settings) -> list[Arm]:
+    """The arms ``settings`` names, in :data:`ARMS` order, the Set-of-Mark arm drawing ``settings.marks``."""
+    arms = [a for a in ARMS if a.name in settings.arms]
+    if settings.marks.is_default:
+        return arms
+    som = partial(tag_marks, style=settings.marks)
+    how = f"ring outside the mask + numbered tag ({settings.marks.name()})"
+    return [replace(a, make=som, how=how) if a.name == "set_of_mark" else a for a in arms]
 
 
 # -- data and the encoding cache ---------------------------------------------------------------------------------
@@ -906,7 +965,7 @@ def position_example(seed: int, index: int) -> TaskExample:
 
     Region-free (objects are named by colour; no region is input, no mark drawn), it asks the base model to
     read where two objects are from its image tokens and compare them, the skill every design that leaves
-    positions in the image needs (see :data:`POSITION_PRETRAINING_STEPS`). Example ``index`` asks "left of" for
+    positions in the image needs (see :func:`base_tasks`). Example ``index`` asks "left of" for
     even ``index // 2`` and "above" otherwise; its answer is "yes" for even ``index``, so any multiple of 4
     examples is balanced in both.
     """
@@ -927,6 +986,26 @@ def position_example(seed: int, index: int) -> TaskExample:
     return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
 
 
+MARK_CELLS = 4  # "Where is mark <n>?" is answered on a 4 x 4 grid, the LM's image tokens (32 px each)
+
+
+def mark_example(seed: int, index: int, style: MarkStyle = MarkStyle()) -> TaskExample:
+    """A base scene with two of its objects marked as the Set-of-Mark arm marks them (mark 1 grey, mark 2
+    orange), "Where is mark <n>?", answered with the cell of that object's centre on a :data:`MARK_CELLS` grid:
+    column then row, from 1 at the top left ("2 3": second column, third row). ``n`` is 1 for even ``index``.
+
+    The skill a Set-of-Mark model brings from its own training: find a mark and say where it is. No region is
+    input; the marks are in the image."""
+    rng = _rng("mark", seed, index)
+    scene = _base_scene(rng)
+    pair = [int(j) for j in rng.choice(len(scene.objects), size=2, replace=False)]
+    n = 1 + index % 2
+    image = draw_tags(Image.fromarray(scene.frames[0]), [scene.masks[0][j] for j in pair], style)
+    x, y = scene.objects[pair[n - 1]].centres[0]
+    cell = IMAGE_SIZE / MARK_CELLS
+    return TaskExample(image, (), f"{int(x // cell) + 1} {int(y // cell) + 1}", question=f"Where is mark {n}?")
+
+
 def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
     """Grounding examples with their answer: the region's box as ``TextMaskTokenizer`` writes it for this family."""
     writer = TextMaskTokenizer()
@@ -943,10 +1022,21 @@ def with_box_answers(vlm, examples: Sequence[Example]) -> list[Example]:
 DESCRIBE = Task("describe", "", "Describe the image.", (), 0, 0.0, describe_example)
 GROUND = Task("ground", "", "", (), 0, 0.0, ground_example)
 POSITION = Task("position", "", "", ("yes", "no"), 0, 0.5, position_example)
-#: ``--position-pretraining``: the base model also learns :func:`position_example` (as many examples as each
-#: of the other two base tasks, and 1.5x the steps, so description and grounding keep theirs). In the quick
-#: budget the base model stays at chance on it (EXPERIMENTS.md, round 2, the section on positions).
-POSITION_PRETRAINING_STEPS = 1.5
+
+
+def base_tasks(settings: Settings) -> list[Task]:
+    """The base model's tasks: description and grounding, plus :data:`POSITION` with ``--position-pretraining``
+    (in the quick budget it stays at chance: EXPERIMENTS.md, round 2, the section on positions) and "Where is
+    mark <n>?" (:func:`mark_example`) with ``--mark-pretraining``. Each extra task brings as many examples as
+    each of the first two and adds half the steps, so description and grounding keep theirs."""
+    tasks = [DESCRIBE, GROUND]
+    if settings.position_pretraining:
+        tasks.append(POSITION)
+    if settings.mark_pretraining:
+        tasks.append(Task("mark", "", "", (), 0, 0.0, partial(mark_example, style=settings.marks)))
+    return tasks
+
+
 BASE_ARM = Arm("base", "none", "no regions", "", lambda: TextMaskTokenizer(), uses_regions=False)
 
 
@@ -1058,11 +1148,11 @@ def pretrain(model_dir: str, seed: int, settings: Settings, folder: Path, log: C
             vlm, [Image.fromarray(_base_scene(_rng("scale", seed, i)).frames[0]) for i in range(32)]
         )
         log(f"  tower position embeddings: 2D sine/cosine at the patch embeddings' RMS {scale:.2f}")
-    base_tasks = [DESCRIBE, GROUND, POSITION] if settings.position_pretraining else [DESCRIBE, GROUND]
-    train = with_box_answers(vlm, make_examples(base_tasks, budget.pretrain_examples // 2, seed + 2000))
+    tasks = base_tasks(settings)
+    train = with_box_answers(vlm, make_examples(tasks, budget.pretrain_examples // 2, seed + 2000))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
     train = [train[i] for i in order]  # describe and ground mixed in every batch
-    held_out = with_box_answers(vlm, make_examples(base_tasks, max(budget.eval_per_task // 2, 2), seed + 3000))
+    held_out = with_box_answers(vlm, make_examples(tasks, max(budget.eval_per_task // 2, 2), seed + 3000))
     batches = Batches(vlm, BASE_ARM, chunks(train, budget.batch_size), "", settings.cache)
     eval_batches = Batches(vlm, BASE_ARM, chunks(held_out, 64), "", settings.cache)
     curve = [(0, answer_scores(vlm, eval_batches))]
@@ -1187,8 +1277,7 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
             build_tiny(Path(source), settings)
         if steps is None:
             steps = settings.budget.pretrain_steps
-            if settings.position_pretraining:
-                steps = round(steps * POSITION_PRETRAINING_STEPS)
+            steps = round(steps * len(base_tasks(settings)) / 2)
     if steps == 0:
         return source, None
     folder = root / f"{name}-base-{steps}steps-{settings.budget.pretrain_examples}ex-{settings.budget.batch_size}b"
@@ -1196,6 +1285,9 @@ def base_model(settings: Settings, root: Path, log: Callable[[str], None]) -> tu
         folder = folder.with_name(folder.name + "-position")
     if settings.position_init:
         folder = folder.with_name(folder.name + "-sincos")
+    if settings.mark_pretraining:
+        marks = "" if settings.marks.is_default else f"-{settings.marks.name()}"
+        folder = folder.with_name(folder.name + f"-marks{marks}")
     record = folder / "pretrain.json"
     if record.is_file():
         log(f"reusing the base model in {folder}")
@@ -1253,6 +1345,39 @@ def measure_overlays(scenes: int = 30) -> list[OverlayMeasurement]:
 
 
 @dataclass
+class MarkCoverage:
+    """How much of its designated regions a mark style covers, on one task's scenes.
+
+    Attributes:
+        task: the task name.
+        style: :meth:`MarkStyle.name`.
+        mean: mean over regions of (region pixels whose colour changed) / (region pixels).
+        high: the largest such share.
+        regions: how many regions were measured.
+    """
+
+    task: str
+    style: str
+    mean: float
+    high: float
+    regions: int
+
+
+def measure_mark_coverage(style: MarkStyle, examples: int = 30) -> list[MarkCoverage]:
+    """:class:`MarkCoverage` of ``style`` on every task (scene stream 7, not used for training)."""
+    out = []
+    for task in TASKS:
+        shares = []
+        for index in range(examples):
+            example = task.make(7, index)
+            marked = np.asarray(draw_tags(example.image, list(example.regions), style))  # (H, W, 3)
+            changed = (marked != np.asarray(example.image)).any(-1)  # (H, W)
+            shares += [(changed & region).sum() / region.sum() for region in example.regions]
+        out.append(MarkCoverage(task.name, style.name(), float(np.mean(shares)), float(np.max(shares)), len(shares)))
+    return out
+
+
+@dataclass
 class PositionReading:
     """Whether where things are reaches the language model, for one model (the random init or the base).
 
@@ -1279,13 +1404,70 @@ class PositionReading:
     images: int
 
 
-def _ridge_accuracy(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> float:
-    """Accuracy on rows ``fit:`` of a ridge regression onto one-hot ``y`` fitted on rows ``:fit``."""
+def _ridge_predictions(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> torch.Tensor:
+    """(N - fit,): the classes a ridge regression onto one-hot ``y`` fitted on rows ``:fit`` predicts for the rest."""
     x = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
     target = nn.functional.one_hot(y, classes).double()  # (N, C)
     gram = x[:fit].T @ x[:fit] + lam * torch.eye(x.shape[1], dtype=torch.float64)
     weights = torch.linalg.solve(gram, x[:fit].T @ target[:fit])  # (D+1, C)
-    return float(((x[fit:] @ weights).argmax(1) == y[fit:]).double().mean())
+    return (x[fit:] @ weights).argmax(1)
+
+
+def _ridge_accuracy(x: torch.Tensor, y: torch.Tensor, classes: int, fit: int, lam: float = 1e-2) -> float:
+    """Accuracy on rows ``fit:`` of a ridge regression onto one-hot ``y`` fitted on rows ``:fit``."""
+    return float((_ridge_predictions(x, y, classes, fit, lam) == y[fit:]).double().mean())
+
+
+@dataclass
+class MarkVisibility:
+    """Whether a mark reaches the language model: a linear read-out (ridge regression, as in
+    :class:`PositionReading`) of whether an LM image token's cell holds pixels of mark 1 (its ring or tag), from
+    that token's features alone, on relation scenes marked in ``style``.
+
+    Attributes:
+        model: ``"base"`` (what every arm starts from).
+        style: :meth:`MarkStyle.name`.
+        balanced_accuracy: the held-out read-out's mean accuracy over tokens with and without mark-1 pixels
+            (chance 0.5).
+        marked_tokens: the share of tokens that hold mark-1 pixels.
+        images: scenes (two thirds fit, one third scored).
+    """
+
+    model: str
+    style: str
+    balanced_accuracy: float
+    marked_tokens: float
+    images: int
+
+
+def _image_tokens(vlm, images: Sequence[Image.Image]) -> torch.Tensor:
+    """(N, M, D_lm): the last-layer features of every LM image token of every image."""
+    tokens = []
+    for start in range(0, len(images), 64):
+        inputs = vlm.layout.image_inputs(list(images[start : start + 64]))
+        tokens += [m.float() for m in vlm.layout.features(inputs, (-1,)).merged]  # (M, D_lm) each
+    return torch.stack(tokens)
+
+
+@torch.no_grad()
+def measure_mark_visibility(vlm, label: str, style: MarkStyle, images: int = 600) -> MarkVisibility:
+    """:class:`MarkVisibility` of ``vlm`` on relation scenes of stream 7 (never trained on)."""
+    vlm.model.eval()
+    marks = tag_marks(style=style)
+    examples = [RELATION_TASK.make(7, i) for i in range(images)]
+    pictures = [marks.draw(e.image, list(e.regions)) for e in examples]
+    features = _image_tokens(vlm, pictures)  # (N, M, D_lm)
+    n, m = features.shape[:2]
+    side = math.isqrt(m)
+    cell = IMAGE_SIZE // side
+    marked = [(np.asarray(p) == MARK_COLOURS[0]).all(-1) for p in pictures]  # (H, W) mark-1 pixels each
+    held = np.stack([k.reshape(side, cell, side, cell).any((1, 3)).reshape(-1) for k in marked])  # (N, M) row-major
+    y = torch.from_numpy(held.reshape(-1)).long()  # (N*M,)
+    fit = (2 * n // 3) * m
+    predicted, truth = _ridge_predictions(features.reshape(n * m, -1), y, 2, fit), y[fit:]
+    recalls = [float((predicted[truth == c] == c).double().mean()) for c in (0, 1)]
+    vlm.model.train()
+    return MarkVisibility(label, style.name(), float(np.mean(recalls)), float(y.double().mean()), images)
 
 
 @torch.no_grad()
@@ -1349,14 +1531,29 @@ def position_readings(settings: Settings, root: Path, model_dir: str) -> list[Po
     return [measure_position_reading(init, "init", images), measure_position_reading(base, "base", images)]
 
 
+def mark_visibilities(settings: Settings, model_dir: str) -> list[MarkVisibility]:
+    """:func:`measure_mark_visibility` of the base model with the default marks and with ``settings.marks``."""
+    images = 60 if settings.mode == "smoke" else 600
+    base = load_vlm(model_dir, BASE_ARM, _device(settings.device))
+    styles = [MarkStyle()] + ([] if settings.marks.is_default else [settings.marks])
+    return [measure_mark_visibility(base, "base", style, images) for style in styles]
+
+
 def side_example(n_objects: int, seed: int, index: int) -> TaskExample:
     """``n_objects`` objects; "Is the object on the left?" (one object) or "Is the <colour> object on the left?"
     about the first one, whose centre is at least 8 px from the middle column; "yes" for even ``index``.
 
     The two probes of :func:`measure_position_learning`: with one object the model need only read where the
     object is; with three it must also find the object the question names, as every region task must."""
-    rng = _rng(f"side{n_objects}", seed, index)
     answer = ("yes", "no")[index % 2]
+    scene, colours = _side_scene(_rng(f"side{n_objects}", seed, index), n_objects, answer)
+    question = "Is the object on the left?" if n_objects == 1 else f"Is the {colours[0]} object on the left?"
+    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+
+
+def _side_scene(rng: np.random.Generator, n_objects: int, answer: str):
+    """A scene of ``n_objects`` whose first object's centre is at least 8 px left of the middle column ("yes")
+    or right of it ("no"); and the objects' colours."""
     config = replace(STILL, n_objects=n_objects)
     while True:
         colours = _pick(rng, EXPERIMENT_COLOURS, n_objects)
@@ -1365,9 +1562,26 @@ def side_example(n_objects: int, seed: int, index: int) -> TaskExample:
         scene = layout_scene(rng, colours, shapes, sizes, config)
         x = scene.objects[0].centres[0][0]
         if abs(x - IMAGE_SIZE / 2) >= POSITION_MARGIN and (x < IMAGE_SIZE / 2) == (answer == "yes"):
-            break
-    question = "Is the object on the left?" if n_objects == 1 else f"Is the {colours[0]} object on the left?"
-    return TaskExample(Image.fromarray(scene.frames[0]), (), answer, question=question)
+            return scene, colours
+
+
+def mark_side_example(style: MarkStyle, seed: int, index: int) -> TaskExample:
+    """Three objects, the first marked as the Set-of-Mark arm marks mark 1, and "Is mark 1 on the left?"; its
+    centre is at least 8 px from the middle column, "yes" for even ``index``. The side probe of
+    :data:`SIDE_PROBES` with the object named by a mark instead of its colour (:func:`mark_side_probes`)."""
+    answer = ("yes", "no")[index % 2]
+    scene, _ = _side_scene(_rng("markside", seed, index), 3, answer)
+    image = draw_tags(Image.fromarray(scene.frames[0]), [scene.masks[0][0]], style)
+    return TaskExample(image, (), answer, question="Is mark 1 on the left?")
+
+
+def mark_side_probes(settings: Settings) -> list[Task]:
+    """:func:`mark_side_example` with the default marks and with ``settings.marks``, as probes."""
+    styles = [MarkStyle()] + ([] if settings.marks.is_default else [settings.marks])
+    return [
+        Task(f"side_of_mark_1 ({s.name()})", "", "", ("yes", "no"), 0, 0.5, partial(mark_side_example, s))
+        for s in styles
+    ]
 
 
 SIDE_PROBES = (
@@ -1391,13 +1605,15 @@ class PositionProbe:
     curve: list[tuple[int, float]]
 
 
-def measure_position_learning(model_dir: str, settings: Settings, log: Callable[[str], None]) -> list[PositionProbe]:
-    """Train each :data:`SIDE_PROBES` question alone from the base model (640 examples of stream 0, scored on
-    128 of stream 1000, 300 steps; the smoke mode's sizes in smoke runs)."""
+def measure_position_learning(
+    model_dir: str, settings: Settings, log: Callable[[str], None], probes: Sequence[Task] = SIDE_PROBES
+) -> list[PositionProbe]:
+    """Train each ``probes`` question alone from the base model (640 examples of stream 0, scored on 128 of
+    stream 1000, 300 steps; the smoke mode's sizes in smoke runs)."""
     smoke = settings.mode == "smoke"
     steps, examples, held = (settings.budget.steps, 8, 4) if smoke else (300, 640, 128)
     out = []
-    for task in SIDE_PROBES:
+    for task in probes:
         torch.manual_seed(0)
         vlm = load_vlm(model_dir, BASE_ARM, _device(settings.device))
         batches = Batches(vlm, BASE_ARM, chunks(make_examples([task], examples, 0), 32), "", settings.cache)
@@ -1576,6 +1792,8 @@ class Report:
     mark_locality: MarkLocality
     position_reading: list[PositionReading]
     position_probes: list[PositionProbe]
+    mark_coverage: list[MarkCoverage]
+    mark_visibility: list[MarkVisibility]
     seconds: float
     seconds_per_step: float
 
@@ -1604,7 +1822,7 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
     unknown = (set(settings.arms) - set(known_arms)) | (set(settings.tasks) - set(known_tasks))
     if unknown:
         raise ValueError(f"unknown arm or task {sorted(unknown)}; arms: {known_arms}, tasks: {known_tasks}")
-    arms = [a for a in ARMS if a.name in settings.arms]
+    arms = experiment_arms(settings)
     tasks = [t for t in TASKS if t.name in settings.tasks]
     runs: list[RunResult] = []
     train_labels: dict[str, Counter] = {t.name: Counter() for t in tasks}
@@ -1622,6 +1840,13 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
                 f"(majority {reading.ground_first_digits_majority:.2f})"
             )
         probes = measure_position_learning(model_dir, settings, log) if settings.position_probes else []
+        visibility = mark_visibilities(settings, model_dir) if settings.mark_probes else []
+        if settings.mark_probes:
+            probes += measure_position_learning(model_dir, settings, log, mark_side_probes(settings))
+        for v in visibility:
+            log(
+                f"  marks, {v.model}, {v.style}: mark-1 token read-out {v.balanced_accuracy:.2f} (balanced, chance 0.5)"
+            )
         for seed in settings.seeds:
             train = make_examples(tasks, settings.budget.train_per_task, seed)
             held_out = make_examples(tasks, settings.budget.eval_per_task, seed + 1000)
@@ -1661,6 +1886,8 @@ def run_experiment(settings: Settings, log: Callable[[str], None] = print) -> Re
         mark_locality=measure_mark_locality(),
         position_reading=readings,
         position_probes=probes,
+        mark_coverage=measure_mark_coverage(settings.marks),
+        mark_visibility=visibility,
         seconds=time.perf_counter() - started,
         seconds_per_step=sum(r.train_seconds for r in runs) / max(steps, 1),
     )
@@ -1678,6 +1905,9 @@ def main(
     tasks: str = typer.Option(",".join(t.name for t in TASKS), "--tasks", help="comma-separated tasks"),
     model: str | None = typer.Option(None, "--model", help="hub id, folder or tiny-random:<family> (default: tiny)"),
     steps: int | None = typer.Option(None, "--steps", min=1, help="override the mode's training steps"),
+    train_per_task: int | None = typer.Option(
+        None, "--train-per-task", min=1, help="override the mode's training examples per task (a multiple of 84)"
+    ),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="tiny models are built here (default: temp dir)"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, ... (auto: cuda when available)"),
     answer_prefix: str = typer.Option("auto", "--answer-prefix", help="text before answers ('auto' tries '' then ' ')"),
@@ -1696,6 +1926,16 @@ def main(
         False, "--position-probes", help="also time how fast the base model learns to read positions (2 x 300 steps)"
     ),
     base_only: bool = typer.Option(False, "--base-only", help="only the base model and its measurements, no arms"),
+    mark_ring: int = typer.Option(2, "--mark-ring", min=1, help="Set-of-Mark arm: ring width in pixels"),
+    mark_place: str = typer.Option("beside", "--mark-place", help="Set-of-Mark arm: tag 'beside' the ring or 'centre'"),
+    mark_font: int = typer.Option(10, "--mark-font", min=1, help="Set-of-Mark arm: digit height of the tag in pixels"),
+    mark_pattern: str = typer.Option("solid", "--mark-pattern", help="Set-of-Mark arm: ring 'solid' or 'checker'"),
+    mark_pretraining: bool = typer.Option(
+        False, "--mark-pretraining", help="the base model also learns 'Where is mark <n>?' (marks as the arm draws)"
+    ),
+    mark_probes: bool = typer.Option(
+        False, "--mark-probes", help="also probe the base model on mark 1 (default marks and --mark-*): tokens, side"
+    ),
 ) -> None:
     """Train every arm with every seed on all tasks; print the table, write the JSON and the plot."""
     if replot is not None:
@@ -1714,6 +1954,8 @@ def main(
         raise typer.BadParameter("pass exactly one of --quick, --full or --smoke")
     mode = "quick" if quick else "full" if full else "smoke"
     budget = MODES[mode] if steps is None else replace(MODES[mode], steps=steps)
+    if train_per_task is not None:
+        budget = replace(budget, train_per_task=train_per_task)
     settings = Settings(
         mode=mode,
         budget=budget,
@@ -1730,6 +1972,9 @@ def main(
         position_init=position_init,
         lm_layers=lm_layers,
         position_probes=position_probes,
+        marks=MarkStyle(ring=mark_ring, place=mark_place, font_size=mark_font, pattern=mark_pattern),
+        mark_pretraining=mark_pretraining,
+        mark_probes=mark_probes,
     )
     if base_only:
         settings.arms = ()

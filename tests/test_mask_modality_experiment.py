@@ -138,6 +138,72 @@ def test_tags_leave_every_region_untouched_and_stock_marks_do_not(exp):
     assert by_style[("alpha", 64)] == pytest.approx(1.0) and by_style[("contour", 64)] > 0.4
 
 
+def test_mark_questions_are_answered_from_the_marked_pixels(exp):
+    examples = [exp.mark_example(3, i) for i in range(40)]
+    assert Counter(e.question for e in examples) == {"Where is mark 1?": 20, "Where is mark 2?": 20}
+    for e in examples:
+        n = int(e.question.split()[-1][:-1])
+        image = np.asarray(e.image)  # (H, W, 3)
+        ring = np.argwhere((image == exp.MARK_COLOURS[n - 1]).all(-1))  # (K, 2) ring and tag pixels, (y, x)
+        assert e.regions == () and len(ring) > 20  # no region input: the marks are in the image
+        (y0, x0), (y1, x1) = ring.min(0), ring.max(0)
+        inside = image[y0 + 3 : y1 - 2, x0 + 3 : x1 - 2].reshape(-1, 3)  # the marked object, within its ring
+        assert inside.any(-1).any()
+        column, row = (int(v) for v in e.answer.split())
+        cell = exp.IMAGE_SIZE / exp.MARK_CELLS
+        centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2  # the ring's middle is the object's (tag aside)
+        assert (
+            abs(centre_x - (column - 0.5) * cell) <= cell / 2 + 8 and abs(centre_y - (row - 0.5) * cell) <= cell / 2 + 8
+        )
+
+
+def test_mark_side_probe_is_answered_by_the_marked_object(exp):
+    from segvlm.masktok.visual_prompt import dilate
+
+    for i in range(12):
+        e = exp.mark_side_example(exp.MarkStyle(ring=4), 2, i)
+        image = np.asarray(e.image)  # (H, W, 3)
+        mark = (image == exp.MARK_COLOURS[0]).all(-1)  # (H, W)
+        painted = np.logical_or.reduce([(image == COLOURS[c]).all(-1) for c in exp.EXPERIMENT_COLOURS])  # (H, W)
+        objects, n = ndimage.label(painted)  # (H, W) one label per object (the tag's digit is not one)
+        assert n == 3 and e.question == "Is mark 1 on the left?"
+        ringed = [k for k in range(1, n + 1) if mark[dilate(objects == k, 2) & (objects != k)].mean() > 0.8]
+        assert len(ringed) == 1  # one object, and only one, is ringed in mark 1's colour
+        x = np.nonzero(objects == ringed[0])[1].mean()
+        assert ("yes" if x < exp.IMAGE_SIZE / 2 else "no") == e.answer
+
+
+def test_mark_options_change_only_the_set_of_mark_arm(exp, tmp_path):
+    default = exp.Settings()
+    assert [a.make().config_dict() for a in exp.experiment_arms(default)] == [a.make().config_dict() for a in exp.ARMS]
+    changed = exp.Settings(marks=exp.MarkStyle(ring=4, place="centre", font_size=6))
+    arms = {a.name: a for a in exp.experiment_arms(changed)}
+    som = arms["set_of_mark"].make()
+    assert (som.ring, som.tag_place, som.font_size) == (4, "centre", 6) and "ring4-centre-font6" in arms[
+        "set_of_mark"
+    ].how
+    assert all(arms[a.name] is a for a in exp.ARMS if a.name != "set_of_mark")
+    spared = {c.task: c.mean for c in exp.measure_mark_coverage(exp.MarkStyle(), examples=4)}
+    covered = {c.task: c.mean for c in exp.measure_mark_coverage(changed.marks, examples=4)}
+    assert set(spared.values()) == {0.0} and all(0 < covered[t] < 0.3 for t in ("colour", "shape", "relation"))
+
+    settings = exp.Settings(
+        mode="smoke", budget=exp.MODES["smoke"], seeds=(0,), arms=("set_of_mark",), tasks=("relation",),
+        work_dir=tmp_path, mark_pretraining=True, marks=changed.marks, mark_probes=True,
+    )  # fmt: skip
+    report = exp.run_experiment(settings, log=lambda _: None)
+    assert report.base.steps == round(exp.MODES["smoke"].pretrain_steps * 3 / 2)
+    assert set(report.base.curve[-1][1]) == {"describe", "ground", "mark"}
+    assert report.base.folder.endswith("-marks-ring4-centre-font6")
+    assert {c.style for c in report.mark_coverage} == {"ring4-centre-font6"}
+    assert [v.style for v in report.mark_visibility] == ["ring2-beside-font10", "ring4-centre-font6"]
+    assert all(0 <= v.balanced_accuracy <= 1 and 0 < v.marked_tokens < 0.5 for v in report.mark_visibility)
+    assert [p.task for p in report.position_probes] == [
+        "side_of_mark_1 (ring2-beside-font10)",
+        "side_of_mark_1 (ring4-centre-font6)",
+    ]
+
+
 @pytest.fixture(scope="module")
 def tiny_vlm_dir():
     from segvlm.resolve import resolve_model
@@ -248,7 +314,7 @@ def test_position_options_change_only_the_base_model(exp, tmp_path):
         work_dir=tmp_path, position_pretraining=True, position_init=True,
     )  # fmt: skip
     report = exp.run_experiment(settings, log=lambda _: None)
-    assert report.base.steps == round(exp.MODES["smoke"].pretrain_steps * exp.POSITION_PRETRAINING_STEPS)
+    assert report.base.steps == round(exp.MODES["smoke"].pretrain_steps * 3 / 2)
     assert set(report.base.curve[-1][1]) == {"describe", "ground", "position"}
     assert report.base.folder.endswith("-position-sincos")
     init = report.position_reading[0]

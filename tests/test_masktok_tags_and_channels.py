@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from segvlm.masktok import MaskEncoderPrompt, SetOfMarkTokenizer, load_mask_tokenizer
-from segvlm.masktok.visual_prompt import TAG_COLOURS, dilate, draw_tags
+from segvlm.masktok.visual_prompt import TAG_COLOURS, dilate, draw_tags, label_point
 from segvlm.testing.vlm import tiny_model_dir
 from segvlm.vlm import MaskAwareVLM
 
@@ -67,6 +67,42 @@ def test_tags_move_away_from_objects_and_take_given_colours():
     assert not np.array_equal(numbered, marked)  # a different digit
 
 
+def test_centre_tags_sit_on_the_region_and_cover_little_of_it():
+    image, masks = _scene()
+    original = np.asarray(image)
+    marked = np.asarray(draw_tags(image, masks, font_size=6, place="centre"))  # (H, W, 3)
+    changed = (marked != original).any(-1)  # (H, W)
+    for k, mask in enumerate(masks):
+        tag = changed & mask  # (H, W) the region pixels the tag covers
+        assert (marked[tag] == TAG_COLOURS[k]).all(-1).mean() > 0.5  # a box in the mark's colour (and a digit)
+        assert 0.05 < tag.sum() / mask.sum() < 0.3  # the tag covers part of the interior, most of it stays visible
+        x, y = label_point(mask)
+        ys, xs = np.nonzero(tag)
+        assert abs(xs.mean() - x) <= 2 and abs(ys.mean() - y) <= 2  # centred on the region
+        ring = dilate(mask, 2) & ~mask
+        assert (marked[ring] == TAG_COLOURS[k]).all(-1).mean() > 0.8  # the ring is drawn as in the default place
+    beside = np.asarray(draw_tags(image, masks))
+    assert not ((beside != original).any(-1) & (masks[0] | masks[1])).any()  # the default place spares the regions
+    with pytest.raises(ValueError, match="tag place"):
+        draw_tags(image, masks, place="corner")
+
+
+def test_checker_rings_paint_every_other_ring_pixel_and_spare_the_regions():
+    image, masks = _scene()
+    original = np.asarray(image)
+    marked = np.asarray(draw_tags(image, masks, ring=4, pattern="checker"))  # (H, W, 3)
+    rows, cols = np.indices(masks[0].shape)
+    even = (rows + cols) % 2 == 0  # (H, W) the checkerboard's painted squares
+    assert not ((marked != original).any(-1) & (masks[0] | masks[1])).any()  # no region pixel changes
+    for k, mask in enumerate(masks):
+        ring = dilate(mask, 4) & ~mask
+        painted = (marked == TAG_COLOURS[k]).all(-1)  # (H, W)
+        assert painted[ring & even].mean() > 0.8  # every other ring pixel in the mark's colour...
+        assert (marked[ring & ~even] == original[ring & ~even]).all(-1).mean() > 0.8  # ...the others as they were
+    with pytest.raises(ValueError, match="ring pattern"):
+        draw_tags(image, masks, pattern="dots")
+
+
 def test_tag_style_is_saved_and_loaded_and_stock_configs_are_unchanged(tmp_path):
     tag = SetOfMarkTokenizer(style="tag", ring=3, font_size=8, tag_colours=[(1, 2, 3), (4, 5, 6)], max_regions=4)
     again = load_mask_tokenizer(tag.save_pretrained(tmp_path / "tag"))
@@ -74,8 +110,21 @@ def test_tag_style_is_saved_and_loaded_and_stock_configs_are_unchanged(tmp_path)
     image, masks = _scene()
     assert np.array_equal(np.asarray(again.draw(image, masks)), np.asarray(tag.draw(image, masks)))
     assert set(SetOfMarkTokenizer().config_dict()) == {"style", "alpha", "max_regions", "region_format"}
+    assert "tag_place" not in tag.config_dict()  # configs saved before the option stay as they were
+    centre = SetOfMarkTokenizer(style="tag", tag_place="centre", font_size=6)
+    again = load_mask_tokenizer(centre.save_pretrained(tmp_path / "centre"))
+    assert again.tag_place == "centre" and again.ring_pattern == "solid"
+    checker = load_mask_tokenizer(
+        SetOfMarkTokenizer(style="tag", ring_pattern="checker").save_pretrained(tmp_path / "c")
+    )
+    assert checker.ring_pattern == "checker" and "ring_pattern" not in tag.config_dict()
+    assert np.array_equal(
+        np.asarray(again.draw(image, masks)), np.asarray(draw_tags(image, masks, 2, 6, place="centre"))
+    )
     with pytest.raises(ValueError, match="unknown mark style"):
         SetOfMarkTokenizer(style="ring")
+    with pytest.raises(ValueError, match="tag place"):
+        SetOfMarkTokenizer(style="tag", tag_place="corner")
     with pytest.raises(ValueError, match="RGB"):
         SetOfMarkTokenizer(style="tag", tag_colours=[(1, 2)])
 

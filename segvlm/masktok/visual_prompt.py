@@ -123,6 +123,41 @@ def _tag_candidates(box: tuple[int, int, int, int], tw: int, th: int) -> list[tu
     ]
 
 
+TAG_PLACES = ("beside", "centre")
+RING_PATTERNS = ("solid", "checker")
+
+
+def _ring_pixels(grown: np.ndarray, union: np.ndarray, pattern: str) -> np.ndarray:
+    """(H, W) bool: the ring's painted pixels, ``grown`` outside ``union``; every other one for ``"checker"``."""
+    ring = grown & ~union
+    if pattern == "checker":
+        rows, cols = np.indices(ring.shape)
+        ring &= (rows + cols) % 2 == 0
+    return ring
+
+
+def _centre_corner(mask: np.ndarray, tw: int, th: int, width: int, height: int) -> tuple[int, int]:
+    """Top-left corner of a tw x th tag centred on the mask's :func:`label_point`, kept inside the image."""
+    x, y = label_point(mask)
+    return min(max(x - tw // 2, 0), max(width - tw, 0)), min(max(y - th // 2, 0), max(height - th, 0))
+
+
+def _beside_corner(
+    box: tuple[int, int, int, int], tw: int, th: int, busy: np.ndarray, union: np.ndarray
+) -> tuple[int, int]:
+    """Top-left corner of the place beside ``box`` that covers the fewest region pixels, then the fewest busy
+    ones; (0, 0) when none fits in the image."""
+    height, width = busy.shape
+    best, best_cost = (0, 0), None
+    for x, y in _tag_candidates(box, tw, th):
+        if x < 0 or y < 0 or x + tw > width or y + th > height:
+            continue
+        cost = int(busy[y : y + th, x : x + tw].sum()) + 1000 * int(union[y : y + th, x : x + tw].sum())
+        if best_cost is None or cost < best_cost:
+            best, best_cost = (x, y), cost
+    return best
+
+
 def draw_tags(
     image,
     masks: Sequence[np.ndarray],
@@ -130,6 +165,8 @@ def draw_tags(
     font_size: int = 10,
     colours: Sequence[tuple[int, int, int]] = TAG_COLOURS,
     numbers: Sequence[int] | None = None,
+    place: str = "beside",
+    pattern: str = "solid",
 ):
     """A copy of ``image`` (PIL) with a ``ring``-pixel ring just outside each mask and a numbered tag touching it.
 
@@ -139,9 +176,19 @@ def draw_tags(
     image's median colour); when no place beside the ring fits in the image, the tag goes to the top-left
     corner. Mark ``k`` (numbered ``k + 1``, or ``numbers[k]``) is drawn in ``colours[k % len(colours)]``,
     so two marks differ in colour as well as in their digit.
+
+    With ``place="centre"`` the tag sits on the region instead, centred on its :func:`label_point` (as the
+    Set-of-Mark paper puts the number on the region): it covers part of the region (a ``font_size`` box),
+    and is found where the object is rather than beside it. With ``pattern="checker"`` the ring is a 1-pixel
+    checkerboard of the mark's colour and the image's own pixels: a texture that flat-coloured objects never
+    have, which a patch embedding can tell from an object's edge.
     """
     from PIL import Image, ImageDraw, ImageFont
 
+    if place not in TAG_PLACES:
+        raise ValueError(f"unknown tag place {place!r}; choose one of {TAG_PLACES}")
+    if pattern not in RING_PATTERNS:
+        raise ValueError(f"unknown ring pattern {pattern!r}; choose one of {RING_PATTERNS}")
     canvas = np.asarray(image.convert("RGB")).copy()  # (H, W, 3)
     height, width = canvas.shape[:2]
     union = np.zeros((height, width), dtype=bool)
@@ -151,7 +198,7 @@ def draw_tags(
     boxes = []
     for k, mask in enumerate(masks):
         grown = dilate(mask, ring)
-        canvas[grown & ~union] = colours[k % len(colours)]
+        canvas[_ring_pixels(grown, union, pattern)] = colours[k % len(colours)]
         ys, xs = np.nonzero(grown)
         boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     busy = np.abs(canvas.astype(np.int32) - background).sum(-1) > 30  # (H, W) pixels a tag should not hide
@@ -163,14 +210,10 @@ def draw_tags(
         text = str(numbers[k] if numbers is not None else k + 1)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 2, bottom - top + 2
-        best, best_cost = (0, 0), None
-        for x, y in _tag_candidates(box, tw, th):
-            if x < 0 or y < 0 or x + tw > width or y + th > height:
-                continue
-            cost = int(busy[y : y + th, x : x + tw].sum()) + 1000 * int(union[y : y + th, x : x + tw].sum())
-            if best_cost is None or cost < best_cost:
-                best, best_cost = (x, y), cost
-        x, y = best
+        if place == "centre":
+            x, y = _centre_corner(masks[k], tw, th, width, height)
+        else:
+            x, y = _beside_corner(box, tw, th, busy, union)
         colour = tuple(colours[k % len(colours)])
         draw.rectangle((x, y, x + tw - 1, y + th - 1), fill=colour)
         draw.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0), font=font)
@@ -192,6 +235,9 @@ class SetOfMarkTokenizer(MaskTokenizer):
         font_size: digit height in pixels (``"tag"`` only).
         tag_colours: RGB colour of each mark, cycled (``"tag"`` only; None: :data:`TAG_COLOURS`); pick
             colours the objects of your images do not have, so a mark is never mistaken for an object.
+        tag_place: ``"beside"`` (the default: no region pixel changes) or ``"centre"`` (the tag on the region,
+            at its :func:`label_point`; ``"tag"`` only, see :func:`draw_tags`).
+        ring_pattern: ``"solid"`` (the default) or ``"checker"`` (every other ring pixel; ``"tag"`` only).
     """
 
     design = "set_of_mark"
@@ -206,14 +252,20 @@ class SetOfMarkTokenizer(MaskTokenizer):
         ring: int = 2,
         font_size: int = 10,
         tag_colours: Sequence[Sequence[int]] | None = None,
+        tag_place: str = "beside",
+        ring_pattern: str = "solid",
     ):
         super().__init__(max_regions=max_regions)
         if style not in (*STYLES, TAG_STYLE):
             raise ValueError(f"unknown mark style {style!r}; choose one of {(*STYLES, TAG_STYLE)}")
         if ring < 1 or font_size < 1:
             raise ValueError(f"ring and font_size must be at least 1 pixel, got {ring} and {font_size}")
+        if tag_place not in TAG_PLACES:
+            raise ValueError(f"unknown tag place {tag_place!r}; choose one of {TAG_PLACES}")
+        if ring_pattern not in RING_PATTERNS:
+            raise ValueError(f"unknown ring pattern {ring_pattern!r}; choose one of {RING_PATTERNS}")
         self.style, self.alpha, self.region_format = style, alpha, region_format
-        self.ring, self.font_size = ring, font_size
+        self.ring, self.font_size, self.tag_place, self.ring_pattern = ring, font_size, tag_place, ring_pattern
         self.tag_colours = tuple(tuple(int(v) for v in c) for c in (tag_colours or TAG_COLOURS))
         if not all(len(c) == 3 for c in self.tag_colours):
             raise ValueError(f"tag_colours must be RGB triples, got {tag_colours!r}")
@@ -223,7 +275,15 @@ class SetOfMarkTokenizer(MaskTokenizer):
         if not masks:
             return image
         if self.style == TAG_STYLE:
-            return draw_tags(image, masks, ring=self.ring, font_size=self.font_size, colours=self.tag_colours)
+            return draw_tags(
+                image,
+                masks,
+                ring=self.ring,
+                font_size=self.font_size,
+                colours=self.tag_colours,
+                place=self.tag_place,
+                pattern=self.ring_pattern,
+            )
         return draw_marks(image, masks, style=self.style, alpha=self.alpha)
 
     def encode(self, images: Sequence[Any], regions: Sequence[Sequence[Any]]) -> MaskTokens:
@@ -241,4 +301,8 @@ class SetOfMarkTokenizer(MaskTokenizer):
         }
         if self.style == TAG_STYLE:  # the stock styles save what they always saved
             config.update(ring=self.ring, font_size=self.font_size, tag_colours=[list(c) for c in self.tag_colours])
+            if self.tag_place != "beside":  # configs saved before these options load and save as they were
+                config["tag_place"] = self.tag_place
+            if self.ring_pattern != "solid":
+                config["ring_pattern"] = self.ring_pattern
         return config
