@@ -2,7 +2,9 @@
 # Every tracking-speed figure of BENCHMARKS.md in one go, one JSON per run:
 #   SAM 2.1 hiera-tiny with 1, 4 and 16 objects beside transformers' loop and the official predictor,
 #   EdgeTAM (the released architecture: RepViT-M1 encoder) with 1 and 4 objects beside transformers' loop,
-#   the annotation tool's latency (embed a frame; a click on a frame whose embedding is cached).
+#   EdgeTAM without segvlm's fast paths (where each part's time goes in transformers' code),
+#   the annotation tool's latency (embed a frame; a click on a frame whose embedding is cached),
+#   the one-thread micro-benchmarks of the fast paths' pieces (pipelines/bench_kernels.py).
 # Usage: pipelines/bench_tracking.sh OUT_DIR [SAM2_PYTHON] [-- extra benchmark.py arguments, e.g. --device cuda]
 # SAM2_PYTHON: an interpreter with the official sam2 package (../shared/tools/official-sam2-venv.sh builds one).
 # ONLY_EDGETAM=1 runs the EdgeTAM and latency figures only.
@@ -22,4 +24,6 @@ official=()
 [ -z "${ONLY_EDGETAM:-}" ] && run --frames 8 --objects 16 "${official[@]}" --json "$out/sam2_16_objects.json" "$@"
 run --frames 12 --model arch:edgetam --json "$out/edgetam_1_object.json" "$@"
 run --frames 10 --model arch:edgetam --objects 4 --json "$out/edgetam_4_objects.json" "$@"
+run --frames 10 --model arch:edgetam --no-fast --json "$out/edgetam_1_object_no_fast.json" "$@"
 run --frames 6 --latency --json "$out/latency.json" "$@"
+if [ -z "${ONLY_EDGETAM:-}" ]; then python "$(dirname "$0")/bench_kernels.py" --json "$out/kernels_1_thread.json"; fi
