@@ -249,3 +249,25 @@ def test_edgetam_pixels_arrive_channels_last_for_the_folded_encoder(dtype, layou
     assert segmenter.pixel_layout() == layout
     pixels = segmenter.preprocess(np.zeros((40, 56, 3), dtype=np.uint8))
     assert pixels.is_contiguous(memory_format=torch.channels_last) == (layout == torch.channels_last)
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_fold_fuses_gelus_only_where_onednn_can(fusion, monkeypatch):
+    """The folded RepViT fuses each convolution+GELU pair when oneDNN's fused product runs here, and keeps them
+    apart otherwise; both compute the backbone's function."""
+    import timm
+
+    from segvlm.segmentation import folded_backbone
+
+    monkeypatch.setattr(folded_backbone, "mkldnn_available", lambda: fusion)
+    backbone = timm.create_model("repvit_m1", features_only=True, out_indices=[0, 1, 2, 3]).eval()
+    folded = folded_backbone.fold(backbone, torch.bfloat16)
+    fused = [m for m in folded.modules() if isinstance(m, folded_backbone.ConvGelu)]
+    assert (len(fused) > 0) == fusion
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # every norm folded
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference = backbone(pixels)
+        out = folded(pixels.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    for a, b in zip(reference, out):
+        assert (a - b.float()).abs().max() <= 0.05 * a.abs().max()

@@ -445,7 +445,6 @@ def _is_gelu_mlp(module) -> bool:
         and not module.sigmoid_output
         and getattr(activation, "act", None) is F.gelu
         and mkldnn_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     )
 
 

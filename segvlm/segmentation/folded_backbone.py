@@ -18,6 +18,7 @@ bit-for-bit, so :mod:`segvlm.segmentation.fast_sam2` uses the copy only on reduc
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -60,8 +61,22 @@ def fuse_conv_gelu(module: nn.Module) -> int:
     return fused
 
 
+@functools.cache
 def mkldnn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    """Whether oneDNN's fused convolution and linear products (private ops that ``torch.compile`` uses on CPU) run
+    here with the signatures this module calls: tried once on tiny bf16 inputs, so that a torch release that
+    changes them turns the fusion off instead of failing a frame."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with torch.inference_mode():
+            x = torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16)
+            ConvGelu(nn.Conv2d(2, 2, 1).to(torch.bfloat16))(x)
+            linear = nn.Linear(2, 2).to(torch.bfloat16)
+            torch.ops.mkldnn._linear_pointwise(x.view(-1, 2), linear.weight, linear.bias, "gelu", [], "none")
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+    return True
 
 
 def fold(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
