@@ -187,8 +187,8 @@ def test_folded_convolutions_match_the_backbone_in_bfloat16():
 
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
 def test_float32_tracking_is_bit_identical_with_fast_paths(model):
-    """In float32 only the exact savings run (no weights computed to be thrown away, cached encodings, in-place
-    ReLU): every frame's logits equal transformers' bit for bit."""
+    """The fast paths are on by default; in float32 only the exact savings run (no weights computed to be thrown
+    away, cached encodings, in-place ReLU): every frame's logits equal transformers' bit for bit."""
     from segvlm.config import SegmenterConfig
     from segvlm.segmentation.base import ObjectPrompt
     from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
@@ -196,8 +196,9 @@ def test_float32_tracking_is_bit_identical_with_fast_paths(model):
     kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
     plain = kind.from_config(SegmenterConfig(model=model, dtype="float32"), fast=False)
     fast = kind(plain.model, plain.processor, plain.config, dtype=torch.float32)
+    assert fast.fast and not plain.fast
     rng = np.random.default_rng(4)
-    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
     sessions = plain.start(48, 64), fast.start(48, 64)
     prompts = [ObjectPrompt(1, box=(8, 8, 40, 40)), ObjectPrompt(2, box=(30, 10, 60, 44))]
     for index, frame in enumerate(frames):
