@@ -115,9 +115,14 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return _rope_rounded(x, cos, sin)
 
 
+def reduced(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` is a reduced precision (bf16, fp16): where the approximate fast paths run."""
+    return dtype in (torch.bfloat16, torch.float16)
+
+
 def usable(query: torch.Tensor) -> bool:
     """Whether :func:`attention` takes the chunked path for ``query`` (CPU, bf16/fp16, compilable here)."""
-    return query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16) and _unavailable is None
+    return query.device.type == "cpu" and reduced(query.dtype) and _unavailable is None
 
 
 def attention(

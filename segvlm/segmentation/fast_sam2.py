@@ -98,7 +98,7 @@ class MemoryCache:
         self.step += 1
         self.prune()
         setattr(model, _ATTRIBUTE, self)
-        switch.on, switch.reduced = True, dtype in (torch.bfloat16, torch.float16)
+        switch.on, switch.reduced = True, cpu_attention.reduced(dtype)
         try:
             yield
         finally:

@@ -261,7 +261,8 @@ class EdgeTamVideoSegmenter(Sam2VideoSegmenter):
         costing a pass of its own over the 1024 x 1024 input."""
         import torch
 
-        reduced = self.dtype in (torch.bfloat16, torch.float16)
-        if self.fast and reduced and torch.device(self.device).type == "cpu":
+        from segvlm.segmentation.cpu_attention import reduced
+
+        if self.fast and reduced(self.dtype) and torch.device(self.device).type == "cpu":
             return torch.channels_last
         return torch.preserve_format
