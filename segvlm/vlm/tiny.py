@@ -4,17 +4,9 @@
 from __future__ import annotations
 
 from segvlm.lazy import lazy_getattr
+from segvlm.testing import _VLM  # the builders' names; segvlm.testing itself imports nothing heavy
 
-_EXPORTS = (
-    "REGION_TOKEN",
-    "build",
-    "build_idefics3",
-    "build_llava",
-    "build_qwen2_5_vl",
-    "build_qwen2_vl",
-    "build_smolvlm",
-    "tiny_model_dir",
-)
+_EXPORTS = ("build", *_VLM)  # ``build(family, folder)`` is exported here but not from segvlm.testing
 __all__ = list(_EXPORTS)
 
 __getattr__ = lazy_getattr(__name__, dict.fromkeys(_EXPORTS, "segvlm.testing.vlm"))
