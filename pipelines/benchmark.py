@@ -151,9 +151,12 @@ def segmenter_class(model: str):
     return EdgeTamVideoSegmenter if "edgetam" in model_type else Sam2VideoSegmenter
 
 
-def matmul_peak_gflops(dtype, device: str, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` dense ``size``^3 matmul throughput in GFLOP/s for ``dtype`` on ``device``."""
+def matmul_peak_gflops(dtype, device: str, size: int | None = None, repeats: int = 5) -> float:
+    """Best-of-``repeats`` dense ``size``^3 matmul throughput in GFLOP/s for ``dtype`` on ``device``; ``size``
+    defaults to 2048 on CPUs and 8192 on GPUs (a 2048^3 product is too small to fill a data-centre GPU)."""
     import torch
+
+    size = size or (8192 if device.startswith("cuda") else 2048)
 
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
@@ -320,12 +323,15 @@ class HfLoopRunner:
 
 
 OFFICIAL_WORKER = r"""
-import json, sys, time, torch
-frames_dir, dtype, device = sys.argv[1], sys.argv[3], sys.argv[4]
+import contextlib, json, sys, time, torch
+frames_dir, dtype, device, vos = sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5] == "vos"
 boxes = [[float(v) for v in box.split(",")] for box in sys.argv[2].split(";")]
 from sam2.build_sam import build_sam2_video_predictor
 torch.manual_seed(0)
-predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device=device)
+with contextlib.redirect_stdout(sys.stderr):  # stdout carries the timings; the builder prints notices
+    predictor = build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device=device, vos_optimized=vos
+    )
 autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 with torch.inference_mode(), autocast:
     start = time.perf_counter()
@@ -349,13 +355,18 @@ class OfficialRunner:
     It reads a folder of JPEG frames (its documented input) and runs under ``torch.autocast`` bf16 when the
     benchmark dtype is bfloat16, as its README does on GPUs. Its weights are its own seeded random ones: the
     compute per frame does not depend on the weights, and its masks are not compared.
+
+    ``vos``: the predictor's ``vos_optimized`` mode (``SAM2VideoPredictorVOS``: image encoder, memory encoder,
+    memory attention, prompt encoder and mask decoder through ``torch.compile(mode="max-autotune")``), which
+    compiles during set-up and the first frames.
     """
 
-    name = "sam2_official"
-
-    def __init__(self, python: str, frames: list[np.ndarray], boxes, dtype: str, device: str, threads: int):
+    def __init__(
+        self, python: str, frames: list[np.ndarray], boxes, dtype: str, device: str, threads: int, vos: bool = False
+    ):
         self.python, self.frames, self.boxes, self.dtype, self.device = python, frames, boxes, dtype, device
-        self.threads = threads
+        self.threads, self.vos = threads, vos
+        self.name = "sam2_official_vos" if vos else "sam2_official"
         self.timings = Timings()
 
     def setup(self) -> None:
@@ -367,8 +378,9 @@ class OfficialRunner:
         # Asleep while waiting for its next turn (see the module docstring); its own speed is unchanged.
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "OMP_WAIT_POLICY": "PASSIVE"}
         box = ";".join(",".join(str(float(v)) for v in box) for box in self.boxes)
+        mode = "vos" if self.vos else "plain"
         self.process = subprocess.Popen(
-            [self.python, "-c", OFFICIAL_WORKER, self.folder.name, box, self.dtype, self.device],
+            [self.python, "-c", OFFICIAL_WORKER, self.folder.name, box, self.dtype, self.device, mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -378,10 +390,11 @@ class OfficialRunner:
         self.timings.setup = json.loads(self._read())["setup"]
 
     def _read(self) -> str:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the official sam2 worker exited (code {self.process.wait()})")
-        return line
+        """The worker's next JSON line (lines printed by its library on the way are passed over)."""
+        while line := self.process.stdout.readline():
+            if line.startswith("{"):
+                return line
+        raise RuntimeError(f"the official sam2 worker exited (code {self.process.wait()})")
 
     def step(self, index: int) -> None:
         self.process.stdin.write("next\n")
@@ -456,7 +469,10 @@ def run_speed(args) -> dict:
     same_arch = "hiera-tiny" in args.model or "hiera_t" in args.model
     sam2_python = None if args.no_official or not same_arch else find_sam2_python(args.sam2_python)
     if sam2_python is not None:
-        runners.append(OfficialRunner(sam2_python, frames, boxes, dtype_name, args.device, torch.get_num_threads()))
+        threads = torch.get_num_threads()
+        runners.append(OfficialRunner(sam2_python, frames, boxes, dtype_name, args.device, threads))
+        if args.official_vos:
+            runners.append(OfficialRunner(sam2_python, frames, boxes, dtype_name, args.device, threads, vos=True))
     try:
         for runner in runners:
             runner.setup()
@@ -480,6 +496,7 @@ def run_speed(args) -> dict:
     official = peers.get("sam2_official")
     steady = ours.timings.steady(skip)
     official_steady = next((r.timings.steady(skip) for r in runners if r.name == "sam2_official"), None)
+    vos_steady = next((r.timings.steady(skip) for r in runners if r.name == "sam2_official_vos"), None)
     return {
         "mode": "speed",
         "model": args.model,
@@ -492,12 +509,14 @@ def run_speed(args) -> dict:
         "hf_loop_s_per_frame": peers["hf_loop"],
         "sam2_official_s_per_frame": official,
         "sam2_official_python": sam2_python,
+        **({"sam2_official_vos_s_per_frame": peers["sam2_official_vos"]} if vos_steady else {}),
         "speedup_vs_best_peer": min(peers.values()) / segvlm_s,
         "speedup_vs_hf_loop": peers["hf_loop"] / segvlm_s,
         # Once the memory bank is full (the target of BENCHMARKS.md): the peers' steady s/frame over segvlm's.
         "steady_speedup_vs_best_peer": min(r.timings.steady(skip) for r in runners[1:]) / steady,
         "steady_speedup_vs_hf_loop": runners[1].timings.steady(skip) / steady,
         "steady_speedup_vs_official": official_steady / steady if official_steady else None,
+        **({"steady_speedup_vs_official_vos": vos_steady / steady} if vos_steady else {}),
         "steady_s_per_frame": {r.name: r.timings.steady(skip) for r in runners},
         "setup_s": {r.name: r.timings.setup for r in runners},
         "per_frame_s": {r.name: r.timings.frames for r in runners},
@@ -795,6 +814,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--sam2-python", help="interpreter with the official sam2 package (else $SEGVLM_SAM2_PYTHON)")
     parser.add_argument("--no-official", action="store_true", help="skip the official sam2 package")
+    parser.add_argument(
+        "--official-vos", action="store_true", help="also the official predictor's compiled vos_optimized mode"
+    )
     parser.add_argument("--memory-frames", type=int, help="memory mode: frames of the long run (vs 200)")
     parser.add_argument("--memory-model", default="tiny-random:sam2")
     parser.add_argument("--memory-size", type=int, nargs=2, default=[320, 180], help="frame W H in memory mode")

@@ -137,3 +137,62 @@ def test_kernel_micro_benchmarks_run_and_compare_like_for_like(tmp_path):
     assert result["rope"]["same_bits"] is True
     assert result["rope"]["eager_ms"] > 0 and result["rope"]["compiled_ms"] > 0
     assert result["mlp"]["relu_ms"] > 0 and result["mlp"]["relu_in_place_ms"] > 0
+
+
+FAKE_SAM2 = '''
+import os, sys
+
+
+class Predictor:
+    """Scripted stand-in for SAM2VideoPredictor: records how it was built, yields one frame per call."""
+
+    def init_state(self, video_path):
+        return {"frames": sorted(os.listdir(video_path))}
+
+    def add_new_points_or_box(self, state, frame_idx, obj_id, box):
+        state.setdefault("boxes", []).append(box)
+
+    def propagate_in_video(self, state):
+        print("propagate in video: a notice on stdout")  # libraries print; the runner must pass over it
+        for index, _ in enumerate(state["frames"]):
+            yield index, list(range(len(state["boxes"]))), None
+
+
+def build_sam2_video_predictor(config, ckpt_path=None, device="cpu", vos_optimized=False):
+    print("Compiling all components for VOS setting." if vos_optimized else "building")
+    with open(os.environ["FAKE_SAM2_LOG"], "a") as log:
+        log.write(f"{config} {device} vos={vos_optimized}\\n")
+    return Predictor()
+'''
+
+
+def test_official_runner_speaks_to_the_predictor_in_both_modes(tmp_path, monkeypatch):
+    """The official predictor's worker (its own interpreter) is built plain or ``vos_optimized``, and lines its
+    library prints on stdout do not break the timing protocol. A scripted ``sam2`` stands in for the package."""
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(ROOT / "pipelines"))
+    (tmp_path / "sam2").mkdir()
+    (tmp_path / "sam2" / "__init__.py").write_text("")
+    (tmp_path / "sam2" / "build_sam.py").write_text(FAKE_SAM2)
+    log = tmp_path / "built.txt"
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("FAKE_SAM2_LOG", str(log))
+    frames = [np.full((32, 48, 3), value, dtype=np.uint8) for value in (10, 120, 240)]
+    boxes = [(4.0, 4.0, 20.0, 20.0), (24.0, 8.0, 40.0, 28.0)]
+    for vos in (False, True):
+        runner = benchmark.OfficialRunner(sys.executable, frames, boxes, "bfloat16", "cpu", threads=1, vos=vos)
+        assert runner.name == ("sam2_official_vos" if vos else "sam2_official")
+        try:
+            runner.setup()
+            for index in range(len(frames)):
+                runner.step(index)
+        finally:
+            runner.close()
+        assert len(runner.timings.frames) == len(frames) and runner.timings.setup >= 0
+    assert log.read_text().splitlines() == [
+        "configs/sam2.1/sam2.1_hiera_t.yaml cpu vos=False",
+        "configs/sam2.1/sam2.1_hiera_t.yaml cpu vos=True",
+    ]

@@ -190,3 +190,21 @@ def test_edgetam_backend_tracks_through_the_same_session(frames):
     assert [o.obj_ids for o in outputs] == [[1, 2]] * 20
     assert outputs[-1].masks.shape == (2, H, W)
     assert len(session.session.processed_frames) == 1
+
+
+def test_frames_are_resized_on_the_model_device(segmenter, frames):
+    """On a GPU the frame is handed to the processor with the device, so the resize runs there (as transformers'
+    video loop does); on the CPU the processor is called as before. The meta device stands in for a GPU."""
+    from segvlm.segmentation.pixels import pixel_values
+
+    calls = []
+
+    def processor(**kwargs):
+        calls.append(kwargs.get("device"))
+        return segmenter.processor(**kwargs)
+
+    on_meta = pixel_values(processor, frames[0], "meta", torch.bfloat16)
+    on_cpu = pixel_values(processor, frames[0], "cpu", torch.float32)
+    assert calls == ["meta", None]
+    assert on_meta.device.type == "meta" and on_meta.dtype == torch.bfloat16 and on_meta.shape == on_cpu.shape
+    assert torch.equal(on_cpu, segmenter.preprocess(frames[0]))

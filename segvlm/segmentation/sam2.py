@@ -211,11 +211,10 @@ class Sam2VideoSegmenter(VideoSegmenter):
         return cache.active(self.model, self.dtype) if cache is not None else contextlib.nullcontext()
 
     def preprocess(self, image: np.ndarray):
-        """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""
-        if not image.flags.writeable:  # frames shared with a FrameStore's cache; torch wants writable memory
-            image = image.copy()
-        inputs = self.processor(images=image, return_tensors="pt")
-        return inputs.pixel_values.to(self.device, dtype=self.dtype, memory_format=self.pixel_layout())
+        """(1, 3, S, S) pixel values in the session dtype, on the model's device; runs on the prefetch thread."""
+        from segvlm.segmentation.pixels import pixel_values
+
+        return pixel_values(self.processor, image, self.device, self.dtype, self.pixel_layout())
 
     def pixel_layout(self):
         """The memory format the image encoder reads fastest: as given (SAM 2's Hiera starts with a patch

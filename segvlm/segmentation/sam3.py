@@ -205,9 +205,10 @@ class Sam3VideoSegmenter(TextVideoSegmenter):
         return segmenter
 
     def preprocess(self, image: np.ndarray):
-        """(1, 3, S, S) pixel values in the session dtype; runs on the prefetch thread."""
-        inputs = self.processor(images=image, return_tensors="pt")
-        return inputs.pixel_values.to(self.device, dtype=self.dtype)
+        """(1, 3, S, S) pixel values in the session dtype, on the model's device; runs on the prefetch thread."""
+        from segvlm.segmentation.pixels import pixel_values
+
+        return pixel_values(self.processor, image, self.device, self.dtype)
 
     def start_text(self, height: int, width: int, phrases: Sequence[str]) -> Sam3TextSession:
         """A new streaming session that finds and tracks every instance of ``phrases`` in frames of this size."""
