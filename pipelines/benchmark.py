@@ -228,6 +228,20 @@ def module_seconds(model, fn, device: str) -> dict[str, float]:
     return {**seconds, "other": total - sum(seconds.values()), "total": total}
 
 
+def profile_table(fn, device: str, rows: int = 30) -> str:
+    """torch.profiler's table of one call of ``fn`` (the operators taking the most time, with the GPU's kernel
+    times on a GPU): where a frame's time goes below the module level."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    sync(device)
+    with profile(activities=activities) as profiler:
+        fn()
+        sync(device)
+    sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+    return profiler.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=60)
+
+
 # -- contenders ------------------------------------------------------------------------------------------------
 @dataclass
 class Timings:
@@ -490,6 +504,7 @@ def run_speed(args) -> dict:
     skip = ours.segmenter.model.config.num_maskmem
     gflop = count_gflop(lambda: ours.session.step(frames[-1]))  # one more tracked frame, full memory bank
     breakdown = module_seconds(ours.segmenter.model, lambda: ours.session.step(frames[-1]), args.device)
+    profile = profile_table(lambda: ours.session.step(frames[-1]), args.device) if args.profile else None
     peak = matmul_peak_gflops(ours.segmenter.dtype, args.device)
     segvlm_s = ours.timings.per_frame()
     peers = {runner.name: runner.timings.per_frame() for runner in runners[1:]}
@@ -521,6 +536,7 @@ def run_speed(args) -> dict:
         "setup_s": {r.name: r.timings.setup for r in runners},
         "per_frame_s": {r.name: r.timings.frames for r in runners},
         "segvlm_module_s": breakdown,
+        **({"segvlm_profile": profile} if profile else {}),
         "gflop_per_frame": gflop,
         "matmul_peak_gflops": peak,
         "achieved_gflops": gflop / steady if gflop else None,
@@ -822,6 +838,7 @@ def parse_args(argv=None):
     parser.add_argument("--memory-size", type=int, nargs=2, default=[320, 180], help="frame W H in memory mode")
     parser.add_argument("--objects", type=int, default=1, help="objects tracked (boxes: --box, then a grid)")
     parser.add_argument("--no-fast", action="store_true", help="segvlm without its fast paths (fast_sam2)")
+    parser.add_argument("--profile", action="store_true", help="speed mode: add a profiler table of one segvlm frame")
     parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old commands
     parser.add_argument("--end-to-end", action="store_true", help="pipeline overhead mode")
     parser.add_argument("--edit", action="store_true", help="correction-session mode: one edit vs the whole track")

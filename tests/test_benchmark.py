@@ -56,7 +56,9 @@ def video(tmp_path_factory) -> str:
 def test_benchmark_speed_mode_writes_every_key(video, tmp_path):
     out = tmp_path / "out.json"
     command = [sys.executable, str(SCRIPT), "--video", video, "--model", "tiny-random:sam2", "--frames", "3"]
-    subprocess.run([*command, "--no-official", "--json", str(out)], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [*command, "--no-official", "--profile", "--json", str(out)], check=True, cwd=ROOT, capture_output=True
+    )
     result = json.loads(out.read_text())
     for key, kind in SPEED_KEYS.items():
         assert isinstance(result[key], kind), (key, result[key])
@@ -72,6 +74,7 @@ def test_benchmark_speed_mode_writes_every_key(video, tmp_path):
     breakdown = result["segvlm_module_s"]  # where one frame's time goes, by top-level module
     assert breakdown["vision_encoder"] > 0 and breakdown["total"] > 0
     assert sum(value for name, value in breakdown.items() if name != "total") == pytest.approx(breakdown["total"])
+    assert "aten::" in result["segvlm_profile"]  # --profile: the profiler's operator table of one frame
 
 
 def test_benchmark_tracks_several_objects_in_every_contender(video, tmp_path):
