@@ -143,12 +143,12 @@ def resolve_model_path(model: str) -> str:
 
 
 def segmenter_class(model: str):
-    """The segvlm segmenter for ``model``: EdgeTAM for EdgeTAM checkpoints, SAM 2 otherwise."""
-    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+    """The segvlm segmenter that loads ``model`` (by its kind, as the registry tells it), SAM 2's by default."""
+    from segvlm import registry
 
-    config = Path(resolve_model_path(model)) / "config.json"
-    model_type = json.loads(config.read_text()).get("model_type", "") if config.exists() else model.lower()
-    return EdgeTamVideoSegmenter if "edgetam" in model_type else Sam2VideoSegmenter
+    kind = registry.checkpoint_kind(model)
+    name = kind and registry.backend_for("segmenter", kind, tiny=model.startswith(registry.TINY_PREFIX))
+    return registry.segmenter_class(name or "sam2")
 
 
 def matmul_peak_gflops(dtype, device: str, size: int | None = None, repeats: int = 5) -> float:
