@@ -9,7 +9,9 @@ less than wall time. Pieces:
 * ``kernel``: one 256-query chunk of the chunked attention, scale before against inside the exponential, on the
   SAM 2 memory cross-attention shape and the image encoder's global-block shape;
 * ``repvit``: EdgeTAM's RepViT-M1 at 1024 x 1024 in bf16, as built against the folded channels-last copy with
-  and without fused GELUs.
+  and without fused GELUs;
+* ``memory_encoder``: EdgeTAM's mask downsampler and a memory fuser block, transformers' code against the fast
+  paths (norm+GELU compiled, GELU fused into the product).
 
     python pipelines/bench_kernels.py --json kernels.json
 """
@@ -127,12 +129,51 @@ def bench_repvit() -> dict:
     }
 
 
+def _edgetam_module(name: str, args):
+    """A real-size EdgeTAM module (random weights) in bf16, its fast paths installed (switched by ``active``)."""
+    import transformers.models.edgetam_video.modeling_edgetam_video as edgetam
+    from transformers import EdgeTamVideoConfig
+
+    from segvlm.segmentation import fast_sam2
+
+    config = EdgeTamVideoConfig()
+    module = getattr(edgetam, name)(*args(config)).to(torch.bfloat16).eval()
+    holder = torch.nn.Module()
+    holder.inner = module
+    fast_sam2.install(holder)
+    return holder, module
+
+
+def _fast_and_plain(holder, fn) -> dict:
+    """CPU ms of ``fn()`` with the fast paths off (transformers' code) and on."""
+    from segvlm.segmentation import fast_sam2
+
+    def fast():
+        with fast_sam2.MemoryCache().active(holder, torch.bfloat16):
+            return fn()
+
+    return {"transformers_ms": cpu_ms(fn), "fast_ms": cpu_ms(fast)}
+
+
+def bench_memory_encoder() -> dict:
+    """EdgeTAM's memory encoder pieces at 1024 x 1024: the mask downsampler (norm+GELU one compiled pass per layer)
+    and a memory fuser block (norm to channels-last, GELU fused into the product, one residual pass)."""
+    holder, downsampler = _edgetam_module("EdgeTamVideoMaskDownSampler", lambda config: (config,))
+    mask = torch.randn(1, 1, 1024, 1024).to(torch.bfloat16)
+    results = {"mask_downsampler": _fast_and_plain(holder, lambda: downsampler(mask))}
+    holder, block = _edgetam_module("EdgeTamVideoMemoryFuserCXBlock", lambda config: (config,))
+    features = torch.randn(1, 256, 64, 64).to(torch.bfloat16)
+    results["fuser_block"] = _fast_and_plain(holder, lambda: block(features))
+    return results
+
+
 BENCHES = {
     "rope": bench_rope,
     "mlp": bench_mlp,
     "gelu_mlp": bench_gelu_mlp,
     "kernel": bench_kernel,
     "repvit": bench_repvit,
+    "memory_encoder": bench_memory_encoder,
 }
 
 

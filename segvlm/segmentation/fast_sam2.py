@@ -358,6 +358,82 @@ def _fast_prepare(
     return normed.squeeze(1).transpose(1, 2).view(batch_size, num_channels, height, width)  # (B, C, H, W)
 
 
+# -- memory encoder (reduced precision) ---------------------------------------------------------------------
+def _channel_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """``gelu(layer_norm over the channels of (B, C, H, W) x)`` in float32, rounded once to ``x``'s dtype."""
+    values = x.float()
+    centred = values - values.mean(dim=1, keepdim=True)  # (B, C, H, W)
+    variance = (centred * centred).mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    normed = centred * torch.rsqrt(variance + eps) * weight.float()[:, None, None] + bias.float()[:, None, None]
+    return F.gelu(normed).to(x.dtype)
+
+
+def _mask_downsampler_layer(self, x: torch.Tensor) -> torch.Tensor:
+    """A mask downsampler layer (``conv -> channels-first layer norm -> GELU``) with the norm and the GELU as one
+    compiled pass while reduced-precision CPU paths are on. Its maps have 4 to 64 channels at 512 x 512 to
+    128 x 128: transformers' norm permutes them to channels-last and normalises millions of 4- or 16-wide
+    rows (8 ms at 1024 x 1024 input on one thread), then the GELU makes a second pass; the compiled pass
+    reads the conv's output once (about 1 ms per layer)."""
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced and cpu_attention.usable(x)):
+        return type(self).forward(self, x)
+    norm = self.layer_norm
+    return cpu_attention.fused(_channel_norm_gelu, self.conv(x), norm.weight, norm.bias, norm.eps)  # (B, C, H, W)
+
+
+def _is_norm_gelu_layer(module) -> bool:
+    """A mask downsampler layer whose norm is over the channels of (B, C, H, W) maps and whose GELU is exact."""
+    norm = getattr(module, "layer_norm", None)
+    return (
+        getattr(norm, "data_format", None) == "channels_first"
+        and getattr(module.activation, "act", None) is F.gelu
+        and isinstance(getattr(module, "conv", None), nn.Conv2d)
+    )
+
+
+def _norm_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Layer norm over the channels of (B, C, H, W) ``x`` in float32, out as a contiguous (B, H, W, C) map in
+    ``x``'s dtype."""
+    values = x.float().permute(0, 2, 3, 1)  # (B, H, W, C)
+    normed = F.layer_norm(values, values.shape[-1:], weight.float(), bias.float(), eps)
+    return normed.to(x.dtype).contiguous()  # (B, H, W, C)
+
+
+def _scaled_residual(residual: torch.Tensor, hidden: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``residual + scale * hidden`` for (B, C, H, W) ``residual`` and (B, H, W, C) ``hidden``, in (B, C, H, W)."""
+    update = (hidden.float() * scale.float()).permute(0, 3, 1, 2)  # (B, C, H, W)
+    return (residual.float() + update).to(residual.dtype)
+
+
+def _fuser_block(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """A memory fuser block (ConvNeXt: depthwise conv, channels-first norm, ``C -> 4C -> C`` GELU MLP, layer scale,
+    residual) while reduced-precision CPU paths are on: the norm writes its channels-last map directly (one
+    compiled pass instead of two permuted copies), the first product carries the GELU (oneDNN post-op), and the
+    layer scale, the permute back and the residual add are one compiled pass instead of three."""
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced and cpu_attention.usable(hidden_states)):
+        return type(self).forward(self, hidden_states)
+    norm, up = self.layer_norm, self.pointwise_conv1
+    batch, channels, height, width = hidden_states.shape
+    mixed = self.depthwise_conv(hidden_states)  # (B, C, H, W)
+    normed = cpu_attention.fused(_norm_channels_last, mixed, norm.weight, norm.bias, norm.eps)  # (B, H, W, C)
+    flat = normed.view(-1, channels)  # (BHW, C)
+    expanded = torch.ops.mkldnn._linear_pointwise(flat, up.weight, up.bias, "gelu", [], "none")  # (BHW, 4C)
+    hidden = self.pointwise_conv2(expanded).view(batch, height, width, channels)  # (B, H, W, C)
+    return cpu_attention.fused(_scaled_residual, hidden_states, hidden, self.scale)  # (B, C, H, W)
+
+
+def _is_fuser_block(module) -> bool:
+    """A ConvNeXt memory fuser block with a channels-first norm and the exact GELU, where oneDNN fuses it."""
+    from segvlm.segmentation.folded_backbone import mkldnn_available
+
+    return (
+        getattr(module.layer_norm, "data_format", None) == "channels_first"
+        and getattr(module.activation, "act", None) is F.gelu
+        and mkldnn_available()
+    )
+
+
 # -- image encoder (exact) ----------------------------------------------------------------------------------
 def _multiscale_attention(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
     """``Sam2MultiScaleAttention.forward`` without the attention weights it computes and never uses."""
@@ -500,6 +576,12 @@ def install(model) -> None:
             module.activation = _InPlaceReLU(switch)
         elif name == "EdgeTamVideoMemoryAttentionMLP" and type(module.act_fn) is nn.ReLU:
             module.act_fn = _InPlaceReLU(switch)
+        elif name.endswith("MaskDownSamplerLayer") and _is_norm_gelu_layer(module):
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_mask_downsampler_layer, module)
+        elif name.endswith("MemoryFuserCXBlock") and _is_fuser_block(module):
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_fuser_block, module)
         elif name == "EdgeTamVideoRoPECrossAttention":
             module._segvlm_switch = switch
             module.forward = types.MethodType(_rope_cross_attention, module)
