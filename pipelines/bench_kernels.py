@@ -11,7 +11,8 @@ less than wall time. Pieces:
 * ``repvit``: EdgeTAM's RepViT-M1 at 1024 x 1024 in bf16, as built against the folded channels-last copy with
   and without fused GELUs;
 * ``memory_encoder``: EdgeTAM's mask downsampler and a memory fuser block, transformers' code against the fast
-  paths (norm+GELU compiled, GELU fused into the product).
+  paths (norm+GELU compiled, GELU fused into the product);
+* ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's.
 
     python pipelines/bench_kernels.py --json kernels.json
 """
@@ -137,6 +138,7 @@ def _edgetam_module(name: str, args):
     from segvlm.segmentation import fast_sam2
 
     config = EdgeTamVideoConfig()
+    config.mask_decoder_config._attn_implementation = "sdpa"  # what from_pretrained sets on CPU
     module = getattr(edgetam, name)(*args(config)).to(torch.bfloat16).eval()
     holder = torch.nn.Module()
     holder.inner = module
@@ -167,6 +169,27 @@ def bench_memory_encoder() -> dict:
     return results
 
 
+def bench_mask_decoder() -> dict:
+    """EdgeTAM's mask decoder on a 64 x 64 embedding with one box (tracking's call), as transformers lays its maps
+    out against contiguous token maps, channels-last convolutions and fused skip connections."""
+    holder, decoder = _edgetam_module("EdgeTamVideoMaskDecoder", lambda config: (config.mask_decoder_config,))
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+
+    image = randn(1, 64, 64, 256).permute(0, 3, 1, 2)  # channels-last, as the memory attention returns it
+    inputs = {
+        "image_embeddings": image,
+        "image_positional_embeddings": randn(1, 256, 64, 64),
+        "sparse_prompt_embeddings": randn(1, 1, 2, 256),
+        "dense_prompt_embeddings": randn(1, 256, 1, 1).expand(1, 256, 64, 64),
+        "multimask_output": True,
+        "high_resolution_features": [randn(1, 32, 256, 256), randn(1, 64, 128, 128)],
+    }
+    return _fast_and_plain(holder, lambda: decoder(**inputs))
+
+
 BENCHES = {
     "rope": bench_rope,
     "mlp": bench_mlp,
@@ -174,6 +197,7 @@ BENCHES = {
     "kernel": bench_kernel,
     "repvit": bench_repvit,
     "memory_encoder": bench_memory_encoder,
+    "mask_decoder": bench_mask_decoder,
 }
 
 

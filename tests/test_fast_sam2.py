@@ -161,7 +161,7 @@ def test_install_finds_every_module_it_speeds_up(model):
         expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding", "Sam2FeedForward"}
         assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
-    expected |= {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock")}
+    expected |= {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
     assert expected <= patched, expected - patched
 
 
@@ -306,9 +306,9 @@ def _tensors(output) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
 def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
-    """The memory encoder's reduced-precision paths (mask downsampler norm+GELU, fuser block) against the same
-    module's transformers code, on the inputs a bf16 track gives them: equal within bf16 rounding. The fuser's
-    layer scale is set to one so that its block counts."""
+    """The memory encoder's and mask decoder's reduced-precision paths (mask downsampler norm+GELU, fuser block,
+    mask decoder in its layouts) against the same module's transformers code, on the inputs a bf16 track gives
+    them: equal within bf16 rounding. The fuser's layer scale is set to one so that its block counts."""
     from segvlm.config import SegmenterConfig
     from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
 
@@ -316,7 +316,7 @@ def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
     kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
     segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
-    names = {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock")}
+    names = {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
     for module in segmenter.model.modules():
         if type(module).__name__.endswith("MemoryFuserCXBlock"):
             module.scale.data.fill_(1.0)

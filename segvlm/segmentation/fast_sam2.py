@@ -434,6 +434,118 @@ def _is_fuser_block(module) -> bool:
     )
 
 
+# -- mask decoder (reduced precision) -----------------------------------------------------------------------
+def _skip_norm_gelu(x: torch.Tensor, skip: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+    """``gelu(layer_norm over channels(x + skip))`` for (B, C, H, W) maps in any layouts, in float32, out as a
+    contiguous (B, H, W, C) map in ``x``'s dtype."""
+    values = (x.float() + skip.float()).permute(0, 2, 3, 1)  # (B, H, W, C)
+    normed = F.layer_norm(values, values.shape[-1:], weight.float(), bias.float(), eps)
+    return F.gelu(normed).to(x.dtype).contiguous()  # (B, H, W, C)
+
+
+def _skip_gelu(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``gelu(x + skip)`` for (B, C, H, W) maps in any layouts, in float32, out contiguous (B, C, H, W)."""
+    return F.gelu(x.float() + skip.float()).to(x.dtype).contiguous()  # (B, C, H, W)
+
+
+def _token_positions(self, positions: torch.Tensor) -> torch.Tensor:
+    """The image-wide positional embeddings (1, C, H, W) as a channels-last map, whose token view (HW, C) is
+    contiguous; the copy is kept while the embeddings it was made from are the same (they are constant)."""
+    cached = self._segvlm_positions
+    if cached is None or cached[0].shape != positions.shape or not torch.equal(cached[0], positions):
+        cached = self._segvlm_positions = (positions.clone(), positions.contiguous(memory_format=torch.channels_last))
+    return cached[1]
+
+
+def _mask_decoder(
+    self,
+    image_embeddings: torch.Tensor,
+    image_positional_embeddings: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+    multimask_output: bool,
+    high_resolution_features: list[torch.Tensor],
+    attention_similarity: torch.Tensor | None = None,
+    target_embedding: torch.Tensor | None = None,
+    **kwargs,
+):
+    """The SAM 2 / EdgeTAM mask decoder for one image and one prompt set while reduced-precision CPU paths are on:
+    the same computation with its maps kept in the layouts each step reads. transformers' decoder copies the
+    (channels-last) image embeddings to channels-first (``repeat_interleave`` by 1), so every token-side step
+    of its two-way transformer (adds of the positional embeddings, norms, projections) reads a transposed
+    (4096, 256) map; the upscaling convolutions get an input whose strides oneDNN reorders, and the skip
+    connections add channels-last to channels-first maps. Here the transformer's token maps are contiguous,
+    the convolutions read channels-last maps, and each skip connection is one compiled pass with its norm and
+    GELU."""
+    switch: _Switch = self._segvlm_switch
+    batch_size, channels, height, width = image_embeddings.shape
+    if (
+        not (switch.on and switch.reduced and cpu_attention.usable(image_embeddings))
+        or batch_size != 1
+        or sparse_prompt_embeddings.shape[1] != 1
+        or attention_similarity is not None
+        or target_embedding is not None
+        or kwargs
+    ):
+        return type(self).forward(
+            self,
+            image_embeddings,
+            image_positional_embeddings,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            multimask_output,
+            high_resolution_features,
+            attention_similarity,
+            target_embedding,
+            **kwargs,
+        )
+    output_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])  # (T, C)
+    tokens = output_tokens[None, None]  # (1, 1, T, C)
+    if sparse_prompt_embeddings.shape[0] != 0:
+        tokens = torch.cat((tokens, sparse_prompt_embeddings), dim=2)  # (1, 1, T + P, C)
+    point_embeddings = tokens.to(self.iou_token.weight.dtype)
+    image = (image_embeddings + dense_prompt_embeddings).contiguous(memory_format=torch.channels_last)  # (1, C, H, W)
+    positions = _token_positions(self, image_positional_embeddings)  # (1, C, H, W) channels-last
+    point_embeddings, keys = self.transformer(
+        point_embeddings=point_embeddings,
+        image_embeddings=image,
+        image_positional_embeddings=positions,
+        attention_similarity=None,
+        target_embedding=None,
+    )  # (1, 1, T + P, C), (1, 1, HW, C)
+    iou_token_out = point_embeddings[:, :, 1, :]
+    mask_tokens_out = point_embeddings[:, :, 2 : (2 + self.num_mask_tokens), :]
+
+    grid = keys.view(1, height, width, channels).permute(0, 3, 1, 2)  # (1, C, H, W) channels-last
+    feat_s0, feat_s1 = high_resolution_features
+    norm = self.upscale_layer_norm
+    upscaled = cpu_attention.fused(
+        _skip_norm_gelu, self.upscale_conv1(grid), feat_s1, norm.weight, norm.bias, norm.eps
+    )  # (1, 2H, 2W, C/4)
+    upscaled = self.upscale_conv2(upscaled.permute(0, 3, 1, 2))  # (1, C/8, 4H, 4W) channels-last
+    upscaled = cpu_attention.fused(_skip_gelu, upscaled, feat_s0)  # (1, C/8, 4H, 4W) contiguous
+
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, :, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2
+    )  # (1, 1, masks, C/8)
+    _, upscaled_channels, upscaled_height, upscaled_width = upscaled.shape
+    flat = upscaled.view(1, 1, upscaled_channels, upscaled_height * upscaled_width)  # (1, 1, C/8, 16HW)
+    masks = (hyper_in @ flat).view(1, 1, -1, upscaled_height, upscaled_width)  # (1, 1, masks, 4H, 4W)
+
+    iou_pred = self.iou_prediction_head(iou_token_out)
+    object_score_logits = self.pred_obj_score_head(point_embeddings[:, :, 0, :])
+    if multimask_output:
+        mask_slice = slice(1, None)
+        masks, iou_pred = masks[:, :, mask_slice, :, :], iou_pred[:, :, mask_slice]
+    elif self.dynamic_multimask_via_stability and not self.training:
+        mask_slice = slice(0, 1)
+        masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
+    else:
+        mask_slice = slice(0, 1)
+        masks, iou_pred = masks[:, :, mask_slice, :, :], iou_pred[:, :, mask_slice]
+    return masks, iou_pred, mask_tokens_out[:, :, mask_slice], object_score_logits
+
+
 # -- image encoder (exact) ----------------------------------------------------------------------------------
 def _multiscale_attention(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
     """``Sam2MultiScaleAttention.forward`` without the attention weights it computes and never uses."""
@@ -582,6 +694,9 @@ def install(model) -> None:
         elif name.endswith("MemoryFuserCXBlock") and _is_fuser_block(module):
             module._segvlm_switch = switch
             module.forward = types.MethodType(_fuser_block, module)
+        elif name in ("Sam2VideoMaskDecoder", "EdgeTamVideoMaskDecoder"):
+            module._segvlm_switch, module._segvlm_positions = switch, None
+            module.forward = types.MethodType(_mask_decoder, module)
         elif name == "EdgeTamVideoRoPECrossAttention":
             module._segvlm_switch = switch
             module.forward = types.MethodType(_rope_cross_attention, module)
