@@ -12,7 +12,8 @@ less than wall time. Pieces:
   and without fused GELUs;
 * ``memory_encoder``: EdgeTAM's mask downsampler and a memory fuser block, transformers' code against the fast
   paths (norm+GELU compiled, GELU fused into the product);
-* ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's.
+* ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's;
+* ``high_res_mask``: a tracked frame's 1024 x 1024 mask, three candidates upsampled against the kept one.
 
     python pipelines/bench_kernels.py --json kernels.json
 """
@@ -190,6 +191,24 @@ def bench_mask_decoder() -> dict:
     return _fast_and_plain(holder, lambda: decoder(**inputs))
 
 
+def bench_high_res_mask() -> dict:
+    """A tracked frame's 1024 x 1024 mask for the memory encoder: transformers upsamples the three candidate masks
+    in float32, rounds them and keeps one; the fast path upsamples the kept one (the same bits)."""
+    masks = torch.randn(1, 1, 3, 256, 256).to(torch.bfloat16)  # (B, objects, masks, h, w)
+
+    def all_three():
+        high = F.interpolate(masks.squeeze(1).float(), size=(1024, 1024), mode="bilinear", align_corners=False)
+        return high.unsqueeze(1).to(masks.dtype)[:, :, 1]
+
+    def kept_one():
+        high = F.interpolate(masks[:, :, 1].float(), size=(1024, 1024), mode="bilinear", align_corners=False)
+        return high.to(masks.dtype)
+
+    with torch.inference_mode():
+        same = torch.equal(all_three(), kept_one())
+    return {"three_masks_ms": cpu_ms(all_three), "kept_mask_ms": cpu_ms(kept_one), "same_bits": same}
+
+
 BENCHES = {
     "rope": bench_rope,
     "mlp": bench_mlp,
@@ -198,6 +217,7 @@ BENCHES = {
     "repvit": bench_repvit,
     "memory_encoder": bench_memory_encoder,
     "mask_decoder": bench_mask_decoder,
+    "high_res_mask": bench_high_res_mask,
 }
 
 

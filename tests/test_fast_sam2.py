@@ -162,6 +162,7 @@ def test_install_finds_every_module_it_speeds_up(model):
         assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
     expected |= {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
+    assert "_single_frame_forward" in vars(segmenter.model)
     assert expected <= patched, expected - patched
 
 

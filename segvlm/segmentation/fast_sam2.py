@@ -38,6 +38,7 @@ instance) the model computes exactly as before.
 from __future__ import annotations
 
 import contextlib
+import sys
 import types
 import weakref
 from collections.abc import Iterator
@@ -450,7 +451,10 @@ def _skip_gelu(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 
 def _token_positions(self, positions: torch.Tensor) -> torch.Tensor:
     """The image-wide positional embeddings (1, C, H, W) as a channels-last map, whose token view (HW, C) is
-    contiguous; the copy is kept while the embeddings it was made from are the same (they are constant)."""
+    contiguous; a copy, when one is needed, is kept while the embeddings it was made from are the same (they
+    are constant)."""
+    if positions.is_contiguous(memory_format=torch.channels_last):  # as the fast tracking frame passes them
+        return positions
     cached = self._segvlm_positions
     if cached is None or cached[0].shape != positions.shape or not torch.equal(cached[0], positions):
         cached = self._segvlm_positions = (positions.clone(), positions.contiguous(memory_format=torch.channels_last))
@@ -544,6 +548,108 @@ def _mask_decoder(
         mask_slice = slice(0, 1)
         masks, iou_pred = masks[:, :, mask_slice, :, :], iou_pred[:, :, mask_slice]
     return masks, iou_pred, mask_tokens_out[:, :, mask_slice], object_score_logits
+
+
+# -- tracking frame (exact) ---------------------------------------------------------------------------------
+def _wide_positions(self) -> torch.Tensor:
+    """``get_image_wide_positional_embeddings()`` (1, C, H, W), a channels-last view of its (H, W, C) map: a
+    function of the prompt encoder's weights only, computed once per weights version."""
+    table = self.shared_image_embedding.positional_embedding
+    key = (table._version, table.dtype, table.device)
+    cached = self._segvlm_wide_positions
+    if cached is None or cached[0] != key:
+        cached = self._segvlm_wide_positions = (key, type(self).get_image_wide_positional_embeddings(self))
+    return cached[1]
+
+
+def _tracking_frame(
+    self,
+    pixel_values=None,
+    input_points=None,
+    input_labels=None,
+    input_boxes=None,
+    input_masks=None,
+    image_embeddings=None,
+    multimask_output: bool = True,
+    attention_similarity=None,
+    target_embedding=None,
+    **kwargs,
+):
+    """``_single_frame_forward`` for a tracked frame (memory-conditioned features, no prompt) while the fast paths
+    are on, computing what transformers' does with less work, exactly:
+
+    * the image-wide positional embeddings are computed once (:func:`_wide_positions`), and passed as they are
+      made, a channels-last map, instead of copied channels-first by a ``repeat`` over a batch of one;
+    * of the multimask output, only the chosen mask is upsampled to the 1024 x 1024 map the memory encoder
+      reads (transformers upsamples all three in float32 and rounds them, then keeps one; bilinear upsampling
+      treats each mask on its own, so the kept mask has the same bits).
+    """
+    original = type(self)._single_frame_forward
+    if (
+        not getattr(self, _SWITCH).on
+        or pixel_values is not None
+        or image_embeddings is None
+        or image_embeddings[-1].shape[0] != 1
+        or any(x is not None for x in (input_points, input_labels, input_boxes, input_masks))
+        or attention_similarity is not None
+        or target_embedding is not None
+        or kwargs
+    ):
+        return original(
+            self,
+            pixel_values,
+            input_points,
+            input_labels,
+            input_boxes,
+            input_masks,
+            image_embeddings,
+            multimask_output,
+            attention_similarity,
+            target_embedding,
+            **kwargs,
+        )
+    from transformers.models.sam2_video.modeling_sam2_video import NO_OBJ_SCORE
+
+    embeddings = image_embeddings[-1]  # (1, C, H, W)
+    points = torch.zeros(1, 1, 1, 2, dtype=embeddings.dtype, device=embeddings.device)  # an empty point ...
+    labels = -torch.ones(1, 1, 1, dtype=torch.int32, device=embeddings.device)  # ... labelled padding
+    sparse, dense = self.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None, input_masks=None)
+    low_res_multimasks, iou_scores, sam_output_tokens, object_score_logits = self.mask_decoder(
+        image_embeddings=embeddings,
+        image_positional_embeddings=_wide_positions(self),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask_output,
+        high_resolution_features=image_embeddings[:-1],
+        attention_similarity=None,
+        target_embedding=None,
+    )  # (1, 1, masks, h, w), (1, 1, masks), (1, 1, masks, C), (1, 1, 1)
+    is_obj_appearing = object_score_logits > 0
+    low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
+    best = torch.argmax(iou_scores, dim=-1).reshape(()) if multimask_output else 0  # the mask kept
+    low_res_masks = low_res_multimasks[:, :, best]  # (1, 1, h, w)
+    high_res_masks = F.interpolate(
+        low_res_masks.float(), size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+    ).to(low_res_masks.dtype)  # (1, 1, S, S)
+    sam_output_token = sam_output_tokens[:, :, best if sam_output_tokens.size(2) > 1 else 0]  # (1, 1, C)
+    object_pointer = self.object_pointer_proj(sam_output_token)  # (1, C)
+    appearing = is_obj_appearing.to(object_pointer.dtype)
+    object_pointer = appearing * object_pointer + (1 - appearing) * self.no_object_pointer
+    return _segmentation_output(self)(
+        iou_scores=iou_scores,
+        pred_masks=low_res_masks,
+        high_res_masks=high_res_masks,
+        object_pointer=object_pointer,
+        object_score_logits=object_score_logits,
+        image_embeddings=image_embeddings,
+    )
+
+
+def _segmentation_output(model) -> type:
+    """The model's output class of ``_single_frame_forward`` (``EdgeTamVideoImageSegmentationOutput`` for
+    ``EdgeTamVideoModel``)."""
+    module = sys.modules[type(model).__module__]
+    return getattr(module, type(model).__name__.removesuffix("Model") + "ImageSegmentationOutput")
 
 
 # -- image encoder (exact) ----------------------------------------------------------------------------------
@@ -663,6 +769,9 @@ def install(model) -> None:
     setattr(model, _ATTRIBUTE, None)
     if type(model).__name__ == "Sam2VideoModel":
         model._prepare_memory_conditioned_features = types.MethodType(_fast_prepare, model)
+    if type(model).__name__ in ("Sam2VideoModel", "EdgeTamVideoModel"):
+        model._segvlm_wide_positions = None
+        model._single_frame_forward = types.MethodType(_tracking_frame, model)
     for module in model.modules():
         name = type(module).__name__
         if name.endswith("MultiScaleAttention") and hasattr(module, "qkv"):
