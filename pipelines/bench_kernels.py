@@ -4,7 +4,8 @@ CPU seconds (``time.process_time``, best of a few calls) on one thread by defaul
 less than wall time. Pieces:
 
 * ``rope``: RoPE of a (4096, 256) bf16 map in float32, eager ops against one compiled pass (same bits);
-* ``mlp``: the memory attention's 256 -> 2048 -> 256 ReLU MLP on 4096 tokens, ``F.relu`` against in place;
+* ``mlp``: the memory attention's 256 -> 2048 -> 256 ReLU MLP on 4096 tokens, ``F.relu`` against in place and
+  against the ReLU fused into the first product (oneDNN);
 * ``gelu_mlp``: a Hiera block's GELU MLP, the GELU as a pass of its own against fused into the first product;
 * ``kernel``: one 256-query chunk of the chunked attention, scale before against inside the exponential, on the
   SAM 2 memory cross-attention shape and the image encoder's global-block shape;
@@ -59,9 +60,11 @@ def bench_rope() -> dict:
 def bench_mlp() -> dict:
     x = torch.randn(1, 1, 4096, 256).to(torch.bfloat16)
     up, down = torch.nn.Linear(256, 2048).to(torch.bfloat16), torch.nn.Linear(2048, 256).to(torch.bfloat16)
+    flat, weights = x.view(-1, 256), (up.weight, up.bias)
     return {
         "relu_ms": cpu_ms(lambda: down(F.relu(up(x)))),
         "relu_in_place_ms": cpu_ms(lambda: down(up(x).relu_())),
+        "relu_fused_ms": cpu_ms(lambda: down(torch.ops.mkldnn._linear_pointwise(flat, *weights, "relu", [], "none"))),
     }
 
 

@@ -163,6 +163,8 @@ def test_install_finds_every_module_it_speeds_up(model):
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
     expected |= {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
     assert "_single_frame_forward" in vars(segmenter.model)
+    if "edgetam" in model:
+        expected.add("EdgeTamVideoMemoryAttentionMLP")
     assert expected <= patched, expected - patched
 
 
@@ -308,8 +310,9 @@ def _tensors(output) -> list[torch.Tensor]:
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
 def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
     """The memory encoder's and mask decoder's reduced-precision paths (mask downsampler norm+GELU, fuser block,
-    mask decoder in its layouts) against the same module's transformers code, on the inputs a bf16 track gives
-    them: equal within bf16 rounding. The fuser's layer scale is set to one so that its block counts."""
+    mask decoder in its layouts, EdgeTAM's memory-attention MLP with its ReLU fused) against the same module's
+    transformers code, on the inputs a bf16 track gives them: equal within bf16 rounding. The fuser's layer
+    scale is set to one so that its block counts."""
     from segvlm.config import SegmenterConfig
     from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
 
@@ -318,6 +321,8 @@ def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
     segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
     names = {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
+    if "edgetam" in model:
+        names.add("EdgeTamVideoMemoryAttentionMLP")  # the product and its ReLU as one oneDNN call
     for module in segmenter.model.modules():
         if type(module).__name__.endswith("MemoryFuserCXBlock"):
             module.scale.data.fill_(1.0)

@@ -742,6 +742,27 @@ def _is_gelu_mlp(module) -> bool:
     )
 
 
+def _relu_mlp(self, x: torch.Tensor) -> torch.Tensor:
+    """EdgeTAM's memory-attention MLP (``256 -> 2048 -> 256``, ReLU) with the first product, its bias and the ReLU
+    as one oneDNN product while reduced-precision CPU paths are on: the product writes the rectified map once,
+    where the plain linear first copies its bias into the 4096 x 2048 output, multiplies, then the ReLU makes a
+    third pass over it."""
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced) or x.device.type != "cpu" or self.training:
+        return type(self).forward(self, x)
+    up = self.up_proj
+    flat = x.reshape(-1, x.shape[-1])  # (tokens, C)
+    hidden = torch.ops.mkldnn._linear_pointwise(flat, up.weight, up.bias, "relu", [], "none")  # (tokens, 8C)
+    return self.down_proj(hidden.view(*x.shape[:-1], -1))  # (..., C)
+
+
+def _is_relu_mlp(module) -> bool:
+    """EdgeTAM's memory-attention MLP with a ReLU (possibly already the in-place one), where oneDNN fuses it."""
+    from segvlm.segmentation.folded_backbone import mkldnn_available
+
+    return type(module.act_fn) in (nn.ReLU, _InPlaceReLU) and mkldnn_available()
+
+
 class _InPlaceReLU(nn.ReLU):
     """The memory attention MLP's ReLU, applied in place on the fresh 4096 x 2048 hidden map while fast paths
     are on: the same values, without allocating and writing a second map (about a third of the MLP's time in
@@ -797,6 +818,9 @@ def install(model) -> None:
             module.activation = _InPlaceReLU(switch)
         elif name == "EdgeTamVideoMemoryAttentionMLP" and type(module.act_fn) is nn.ReLU:
             module.act_fn = _InPlaceReLU(switch)
+            if _is_relu_mlp(module):
+                module._segvlm_switch = switch
+                module.forward = types.MethodType(_relu_mlp, module)
         elif name.endswith("MaskDownSamplerLayer") and _is_norm_gelu_layer(module):
             module._segvlm_switch = switch
             module.forward = types.MethodType(_mask_downsampler_layer, module)
