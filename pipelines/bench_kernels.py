@@ -14,7 +14,8 @@ less than wall time. Pieces:
 * ``memory_encoder``: EdgeTAM's mask downsampler and a memory fuser block, transformers' code against the fast
   paths (norm+GELU compiled, GELU fused into the product);
 * ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's;
-* ``high_res_mask``: a tracked frame's 1024 x 1024 mask, three candidates upsampled against the kept one.
+* ``high_res_mask``: a tracked frame's 1024 x 1024 mask, three candidates upsampled against the kept one;
+* ``perceiver``: EdgeTAM's perceiver attention of 256 latents over 4096 tokens, SDPA against the chunked kernel.
 
     python pipelines/bench_kernels.py --json kernels.json
 """
@@ -142,7 +143,7 @@ def _edgetam_module(name: str, args):
     from segvlm.segmentation import fast_sam2
 
     config = EdgeTamVideoConfig()
-    config.mask_decoder_config._attn_implementation = "sdpa"  # what from_pretrained sets on CPU
+    config._attn_implementation = config.mask_decoder_config._attn_implementation = "sdpa"  # as loaded on CPU
     module = getattr(edgetam, name)(*args(config)).to(torch.bfloat16).eval()
     holder = torch.nn.Module()
     holder.inner = module
@@ -194,6 +195,17 @@ def bench_mask_decoder() -> dict:
     return _fast_and_plain(holder, lambda: decoder(**inputs))
 
 
+def bench_perceiver() -> dict:
+    """EdgeTAM's perceiver attention of its 256 1-D latents over a frame's 4096 memory tokens (the positional
+    encoding added to keys and values): transformers' SDPA against the chunked kernel."""
+    holder, attention = _edgetam_module("EdgeTamVideoPerceiverAttention", lambda config: (config,))
+    generator = torch.Generator().manual_seed(0)
+    latents, tokens, position = (
+        torch.randn(1, length, 64, generator=generator).to(torch.bfloat16) for length in (256, 4096, 4096)
+    )
+    return _fast_and_plain(holder, lambda: attention(latents, tokens, tokens, position))
+
+
 def bench_high_res_mask() -> dict:
     """A tracked frame's 1024 x 1024 mask for the memory encoder: transformers upsamples the three candidate masks
     in float32, rounds them and keeps one; the fast path upsamples the kept one (the same bits)."""
@@ -221,6 +233,7 @@ BENCHES = {
     "memory_encoder": bench_memory_encoder,
     "mask_decoder": bench_mask_decoder,
     "high_res_mask": bench_high_res_mask,
+    "perceiver": bench_perceiver,
 }
 
 

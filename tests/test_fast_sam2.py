@@ -164,7 +164,7 @@ def test_install_finds_every_module_it_speeds_up(model):
     expected |= {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
     assert "_single_frame_forward" in vars(segmenter.model)
     if "edgetam" in model:
-        expected.add("EdgeTamVideoMemoryAttentionMLP")
+        expected |= {"EdgeTamVideoMemoryAttentionMLP", "EdgeTamVideoPerceiverAttention"}
     assert expected <= patched, expected - patched
 
 
@@ -310,7 +310,8 @@ def _tensors(output) -> list[torch.Tensor]:
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
 def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
     """The memory encoder's and mask decoder's reduced-precision paths (mask downsampler norm+GELU, fuser block,
-    mask decoder in its layouts, EdgeTAM's memory-attention MLP with its ReLU fused) against the same module's
+    mask decoder in its layouts, EdgeTAM's memory-attention MLP with its ReLU fused and its perceiver's attention
+    through the kernel) against the same module's
     transformers code, on the inputs a bf16 track gives them: equal within bf16 rounding. The fuser's layer
     scale is set to one so that its block counts."""
     from segvlm.config import SegmenterConfig
@@ -323,6 +324,8 @@ def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
     names = {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
     if "edgetam" in model:
         names.add("EdgeTamVideoMemoryAttentionMLP")  # the product and its ReLU as one oneDNN call
+        names.add("EdgeTamVideoPerceiverAttention")  # the 1-D latents' attention through the kernel
+        monkeypatch.setattr(fast_sam2, "PERCEIVER_SCORES", 0)
     for module in segmenter.model.modules():
         if type(module).__name__.endswith("MemoryFuserCXBlock"):
             module.scale.data.fill_(1.0)

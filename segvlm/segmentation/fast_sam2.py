@@ -227,6 +227,33 @@ def _rope_cross_attention(
     return self.o_proj(out), None
 
 
+PERCEIVER_SCORES = 1 << 18  # perceiver attentions with this many query-key pairs (the 1-D latents') use the kernel
+
+
+def _perceiver_attention(self, query, key, value, positional_encoding=None, **kwargs):
+    """EdgeTAM's ``PerceiverAttention.forward`` through the chunked kernel while reduced-precision CPU paths are on,
+    for its one large attention: the 256 1-D latents over a frame's 4096 memory tokens (one head of 64), where
+    the CPU flash kernel is slow on the key/value maps the positional encoding was added to."""
+    switch: _Switch = self._segvlm_switch
+    batch, queries = query.shape[:2]
+    keys = key.shape[1]
+    if (
+        not (switch.on and switch.reduced and cpu_attention.usable(query))
+        or queries * keys < PERCEIVER_SCORES
+        or kwargs
+    ):
+        return type(self).forward(self, query, key, value, positional_encoding, **kwargs)
+    heads, head_dim = self.num_attention_heads, self.head_dim
+    q = self.q_proj(query).view(batch, queries, heads, head_dim).transpose(1, 2)  # (B, heads, Lq, d)
+    k = self.k_proj(key).view(batch, keys, heads, head_dim).transpose(1, 2)  # (B, heads, N, d)
+    v = self.v_proj(value).view(batch, keys, heads, head_dim).transpose(1, 2)  # (B, heads, N, d)
+    if positional_encoding is not None:
+        position = positional_encoding.view(batch, keys, heads, head_dim).transpose(1, 2)  # (B, heads, N, d)
+        k, v = k + position, v + position
+    out = cpu_attention.attention(q, k, v, self.scaling, min_scores=PERCEIVER_SCORES)  # (B, heads, Lq, d)
+    return self.o_proj(out.transpose(1, 2).reshape(batch, queries, self.inner_dim))
+
+
 def _cross_attention(
     cross,
     query: torch.Tensor,
@@ -830,6 +857,9 @@ def install(model) -> None:
         elif name in ("Sam2VideoMaskDecoder", "EdgeTamVideoMaskDecoder"):
             module._segvlm_switch, module._segvlm_positions = switch, None
             module.forward = types.MethodType(_mask_decoder, module)
+        elif name == "EdgeTamVideoPerceiverAttention":
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_perceiver_attention, module)
         elif name == "EdgeTamVideoRoPECrossAttention":
             module._segvlm_switch = switch
             module.forward = types.MethodType(_rope_cross_attention, module)
