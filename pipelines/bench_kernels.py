@@ -15,7 +15,9 @@ less than wall time. Pieces:
   paths (norm+GELU compiled, GELU fused into the product);
 * ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's;
 * ``high_res_mask``: a tracked frame's 1024 x 1024 mask, three candidates upsampled against the kept one;
-* ``perceiver``: EdgeTAM's perceiver attention of 256 latents over 4096 tokens, SDPA against the chunked kernel.
+* ``perceiver``: EdgeTAM's perceiver attention of 256 latents over 4096 tokens, SDPA against the chunked kernel;
+* ``few_keys``: the mask decoder's attention of 4096 image tokens to 8 prompt tokens, SDPA against block-diagonal
+  products.
 
     python pipelines/bench_kernels.py --json kernels.json
 """
@@ -206,6 +208,16 @@ def bench_perceiver() -> dict:
     return _fast_and_plain(holder, lambda: attention(latents, tokens, tokens, position))
 
 
+def bench_few_keys() -> dict:
+    """EdgeTAM's mask-decoder attention of 4096 image tokens to 8 prompt tokens (8 heads of 16): transformers' SDPA
+    against block-diagonal products with a compiled softmax."""
+    holder, attention = _edgetam_module("EdgeTamVideoAttention", lambda config: (config.mask_decoder_config,))
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(1, 1, 4096, 256, generator=generator).to(torch.bfloat16)
+    prompts = torch.randn(1, 1, 8, 256, generator=generator).to(torch.bfloat16)
+    return _fast_and_plain(holder, lambda: attention(tokens, prompts, prompts))
+
+
 def bench_high_res_mask() -> dict:
     """A tracked frame's 1024 x 1024 mask for the memory encoder: transformers upsamples the three candidate masks
     in float32, rounds them and keeps one; the fast path upsamples the kept one (the same bits)."""
@@ -234,6 +246,7 @@ BENCHES = {
     "mask_decoder": bench_mask_decoder,
     "high_res_mask": bench_high_res_mask,
     "perceiver": bench_perceiver,
+    "few_keys": bench_few_keys,
 }
 
 

@@ -161,7 +161,9 @@ def test_install_finds_every_module_it_speeds_up(model):
         expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding", "Sam2FeedForward"}
         assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
-    expected |= {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
+    expected |= {
+        prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder", "Attention")
+    }
     assert "_single_frame_forward" in vars(segmenter.model)
     if "edgetam" in model:
         expected |= {"EdgeTamVideoMemoryAttentionMLP", "EdgeTamVideoPerceiverAttention"}
@@ -342,3 +344,27 @@ def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
             assert a.shape == b.shape and a.dtype == b.dtype, name
             scale = a.float().abs().max().clamp_min(1e-3)
             assert (a.float() - b.float()).abs().max() <= 0.03 * scale, name
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_few_keys_attention_matches_transformers_in_bfloat16(model):
+    """The mask decoder's attention of the image tokens to a few prompt tokens, as block-diagonal products, against
+    transformers' attention on the same module: equal within bf16 rounding."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
+    fast_sam2.install(segmenter.model)
+    attention = segmenter.model.mask_decoder.transformer.layers[0].cross_attn_image_to_token
+    assert "forward" in vars(attention)
+    generator = torch.Generator().manual_seed(8)
+    width = attention.hidden_size
+    tokens = torch.randn(1, 1, fast_sam2.GLOBAL_TOKENS, width, generator=generator).to(torch.bfloat16)
+    prompts = torch.randn(1, 1, 7, width, generator=generator).to(torch.bfloat16)
+    with torch.inference_mode():
+        plain, _ = type(attention).forward(attention, tokens, prompts, prompts)
+        with fast_sam2.MemoryCache().active(segmenter.model, torch.bfloat16):
+            fast, _ = attention(tokens, prompts, prompts)
+    assert fast.shape == plain.shape and fast.dtype == plain.dtype
+    assert (fast.float() - plain.float()).abs().max() <= 0.03 * plain.float().abs().max()

@@ -476,6 +476,44 @@ def _skip_gelu(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     return F.gelu(x.float() + skip.float()).to(x.dtype).contiguous()  # (B, C, H, W)
 
 
+FEW_KEYS = 16  # mask-decoder attentions over at most this many keys (the prompt tokens) use block-diagonal products
+
+
+def _softmax_rounded(scores: torch.Tensor, scale: float) -> torch.Tensor:
+    """``softmax(scores * scale)`` over the last dimension in float32, rounded to ``scores``' dtype."""
+    return torch.softmax(scores.float() * scale, dim=-1).to(scores.dtype)
+
+
+def _few_keys_attention(self, query, key, value, attention_similarity=None, **kwargs):
+    """The mask decoder's attention of the 4096 image tokens to the few prompt tokens while reduced-precision CPU
+    paths are on: all heads at once as two products with block-diagonal key and value matrices, ``(L, heads*d)
+    @ (heads*d, heads*N)`` and ``(L, heads*N) @ (heads*N, heads*d)``, and the softmax over each head's N keys
+    as one compiled pass. The CPU flash kernel runs each head's 4096 x 8 scores in tiles built for long key
+    sequences, and the heads' output must then be transposed back to tokens for the output projection."""
+    switch: _Switch = self._segvlm_switch
+    batch, points, queries = query.shape[:3]
+    keys = key.shape[2]
+    if (
+        not (switch.on and switch.reduced and cpu_attention.usable(query))
+        or batch * points != 1
+        or keys > FEW_KEYS
+        or queries < GLOBAL_TOKENS
+        or attention_similarity is not None
+        or kwargs
+    ):
+        return type(self).forward(self, query, key, value, attention_similarity, **kwargs)
+    heads, head_dim = self.num_attention_heads, self.head_dim
+    q = self.q_proj(query).reshape(queries, heads * head_dim)  # (L, heads*d)
+    k = self.k_proj(key).reshape(keys, heads, head_dim)  # (N, heads, d)
+    v = self.v_proj(value).reshape(keys, heads, head_dim)  # (N, heads, d)
+    key_blocks = torch.block_diag(*k.permute(1, 2, 0))  # (heads*d, heads*N): head h's keys^T at block (h, h)
+    value_blocks = torch.block_diag(*v.transpose(0, 1))  # (heads*N, heads*d): head h's values at block (h, h)
+    scores = (q @ key_blocks).view(queries, heads, keys)  # (L, heads, N)
+    weights = cpu_attention.fused(_softmax_rounded, scores, self.scaling)  # (L, heads, N)
+    out = weights.view(queries, heads * keys) @ value_blocks  # (L, heads*d)
+    return self.o_proj(out.view(batch, points, queries, heads * head_dim)), None
+
+
 def _token_positions(self, positions: torch.Tensor) -> torch.Tensor:
     """The image-wide positional embeddings (1, C, H, W) as a channels-last map, whose token view (HW, C) is
     contiguous; a copy, when one is needed, is kept while the embeddings it was made from are the same (they
@@ -857,6 +895,9 @@ def install(model) -> None:
         elif name in ("Sam2VideoMaskDecoder", "EdgeTamVideoMaskDecoder"):
             module._segvlm_switch, module._segvlm_positions = switch, None
             module.forward = types.MethodType(_mask_decoder, module)
+        elif name in ("Sam2VideoAttention", "EdgeTamVideoAttention"):
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_few_keys_attention, module)
         elif name == "EdgeTamVideoPerceiverAttention":
             module._segvlm_switch = switch
             module.forward = types.MethodType(_perceiver_attention, module)
