@@ -11,8 +11,8 @@ less than wall time. Pieces:
   SAM 2 memory cross-attention shape and the image encoder's global-block shape;
 * ``repvit``: EdgeTAM's RepViT-M1 at 1024 x 1024 in bf16, as built against the folded channels-last copy with
   and without fused GELUs;
-* ``memory_encoder``: EdgeTAM's mask downsampler and a memory fuser block, transformers' code against the fast
-  paths (norm+GELU compiled, GELU fused into the product);
+* ``memory_encoder``: EdgeTAM's mask downsampler, a memory fuser block and the whole encoder (channels-last),
+  transformers' code against the fast paths (norm+GELU compiled, GELU fused into the product);
 * ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's;
 * ``high_res_mask``: a tracked frame's 1024 x 1024 mask, three candidates upsampled against the kept one;
 * ``perceiver``: EdgeTAM's perceiver attention of 256 latents over 4096 tokens, SDPA against the chunked kernel;
@@ -173,6 +173,10 @@ def bench_memory_encoder() -> dict:
     holder, block = _edgetam_module("EdgeTamVideoMemoryFuserCXBlock", lambda config: (config,))
     features = torch.randn(1, 256, 64, 64).to(torch.bfloat16)
     results["fuser_block"] = _fast_and_plain(holder, lambda: block(features))
+    holder, encoder = _edgetam_module("EdgeTamVideoMemoryEncoder", lambda config: (config,))
+    tokens = torch.randn(4096, 1, 256).to(torch.bfloat16)  # (HW, B, C): the frame's features as tracking has them
+    grid = tokens.permute(1, 2, 0).view(1, 256, 64, 64)
+    results["encoder"] = _fast_and_plain(holder, lambda: encoder(grid, mask))
     return results
 
 

@@ -162,7 +162,8 @@ def test_install_finds_every_module_it_speeds_up(model):
         assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
     expected |= {
-        prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder", "Attention")
+        prefix + suffix
+        for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder", "Attention", "MemoryEncoder")
     }
     assert "_single_frame_forward" in vars(segmenter.model)
     if "edgetam" in model:
@@ -311,11 +312,11 @@ def _tensors(output) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
 def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
-    """The memory encoder's and mask decoder's reduced-precision paths (mask downsampler norm+GELU, fuser block,
-    mask decoder in its layouts, EdgeTAM's memory-attention MLP with its ReLU fused and its perceiver's attention
-    through the kernel) against the same module's
-    transformers code, on the inputs a bf16 track gives them: equal within bf16 rounding. The fuser's layer
-    scale is set to one so that its block counts."""
+    """The memory encoder's and mask decoder's reduced-precision paths (channels-last memory encoder, mask
+    downsampler norm+GELU, fuser block, mask decoder in its layouts, EdgeTAM's memory-attention MLP with its
+    ReLU fused and its perceiver's attention through the kernel) against the same module's transformers code,
+    on the inputs a bf16 track gives them: equal within bf16 rounding. The fuser's layer scale is set to one
+    so that its block counts."""
     from segvlm.config import SegmenterConfig
     from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
 
@@ -324,6 +325,7 @@ def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
     segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
     prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
     names = {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
+    names.add(prefix + "MemoryEncoder")  # channels-last throughout
     if "edgetam" in model:
         names.add("EdgeTamVideoMemoryAttentionMLP")  # the product and its ReLU as one oneDNN call
         names.add("EdgeTamVideoPerceiverAttention")  # the 1-D latents' attention through the kernel

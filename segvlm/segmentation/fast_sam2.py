@@ -462,6 +462,30 @@ def _is_fuser_block(module) -> bool:
     )
 
 
+def _dense_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) ``x`` as a channels-last map with the strides of a dense one. A token map viewed as
+    (B, C, H, W), as SAM 2 passes its features, is channels-last with a batch stride of C: oneDNN reorders such
+    an input before a convolution; the same memory viewed with dense strides it reads in place."""
+    batch, channels, height, width = x.shape
+    tokens = x.permute(0, 2, 3, 1).reshape(-1)  # (BHWC,): a view where x is channels-last, else a copy
+    return tokens.view(batch, height, width, channels).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last
+
+
+def _memory_encoder(self, vision_features: torch.Tensor, masks: torch.Tensor):
+    """The memory encoder in channels-last memory while reduced-precision CPU paths are on: the frame's features
+    arrive as a token map (channels-last), so the feature projection reads them in place instead of reordered,
+    and the mask path, the fuser blocks and the output projection stay in that layout (the perceiver reads the
+    output as tokens without a copy)."""
+    switch: _Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced and cpu_attention.usable(vision_features)):
+        return type(self).forward(self, vision_features, masks)
+    masks = self.mask_downsampler(masks.contiguous(memory_format=torch.channels_last))  # (B, C, H, W)
+    features = self.feature_projection(_dense_channels_last(vision_features)) + masks  # (B, C, H, W)
+    features = self.projection(self.memory_fuser(features))  # (B, C_mem, H, W) channels-last
+    position = self.position_encoding(features.shape, features.device, features.dtype)
+    return features, position
+
+
 # -- mask decoder (reduced precision) -----------------------------------------------------------------------
 def _skip_norm_gelu(x: torch.Tensor, skip: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
     """``gelu(layer_norm over channels(x + skip))`` for (B, C, H, W) maps in any layouts, in float32, out as a
@@ -692,7 +716,7 @@ def _tracking_frame(
     is_obj_appearing = object_score_logits > 0
     low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
     best = torch.argmax(iou_scores, dim=-1).reshape(()) if multimask_output else 0  # the mask kept
-    low_res_masks = low_res_multimasks[:, :, best]  # (1, 1, h, w)
+    low_res_masks = low_res_multimasks[:, :, best].contiguous()  # (1, 1, h, w), stored by the session
     high_res_masks = F.interpolate(
         low_res_masks.float(), size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
     ).to(low_res_masks.dtype)  # (1, 1, S, S)
@@ -898,6 +922,9 @@ def install(model) -> None:
         elif name in ("Sam2VideoAttention", "EdgeTamVideoAttention"):
             module._segvlm_switch = switch
             module.forward = types.MethodType(_few_keys_attention, module)
+        elif name in ("Sam2VideoMemoryEncoder", "EdgeTamVideoMemoryEncoder"):
+            module._segvlm_switch = switch
+            module.forward = types.MethodType(_memory_encoder, module)
         elif name == "EdgeTamVideoPerceiverAttention":
             module._segvlm_switch = switch
             module.forward = types.MethodType(_perceiver_attention, module)
