@@ -4,12 +4,20 @@ CPU seconds (``time.process_time``, best of a few calls) on one thread by defaul
 less than wall time. Pieces:
 
 * ``rope``: RoPE of a (4096, 256) bf16 map in float32, eager ops against one compiled pass (same bits);
-* ``mlp``: the memory attention's 256 -> 2048 -> 256 ReLU MLP on 4096 tokens, ``F.relu`` against in place;
+* ``mlp``: the memory attention's 256 -> 2048 -> 256 ReLU MLP on 4096 tokens, ``F.relu`` against in place and
+  against the ReLU fused into the first product (oneDNN);
 * ``gelu_mlp``: a Hiera block's GELU MLP, the GELU as a pass of its own against fused into the first product;
 * ``kernel``: one 256-query chunk of the chunked attention, scale before against inside the exponential, on the
   SAM 2 memory cross-attention shape and the image encoder's global-block shape;
 * ``repvit``: EdgeTAM's RepViT-M1 at 1024 x 1024 in bf16, as built against the folded channels-last copy with
-  and without fused GELUs.
+  and without fused GELUs;
+* ``memory_encoder``: EdgeTAM's mask downsampler, a memory fuser block and the whole encoder (channels-last),
+  transformers' code against the fast paths (norm+GELU compiled, GELU fused into the product);
+* ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's;
+* ``high_res_mask``: a tracked frame's 1024 x 1024 mask, three candidates upsampled against the kept one;
+* ``perceiver``: EdgeTAM's perceiver attention of 256 latents over 4096 tokens, SDPA against the chunked kernel;
+* ``few_keys``: the mask decoder's attention of 4096 image tokens to 8 prompt tokens, SDPA against block-diagonal
+  products.
 
     python pipelines/bench_kernels.py --json kernels.json
 """
@@ -55,9 +63,11 @@ def bench_rope() -> dict:
 def bench_mlp() -> dict:
     x = torch.randn(1, 1, 4096, 256).to(torch.bfloat16)
     up, down = torch.nn.Linear(256, 2048).to(torch.bfloat16), torch.nn.Linear(2048, 256).to(torch.bfloat16)
+    flat, weights = x.view(-1, 256), (up.weight, up.bias)
     return {
         "relu_ms": cpu_ms(lambda: down(F.relu(up(x)))),
         "relu_in_place_ms": cpu_ms(lambda: down(up(x).relu_())),
+        "relu_fused_ms": cpu_ms(lambda: down(torch.ops.mkldnn._linear_pointwise(flat, *weights, "relu", [], "none"))),
     }
 
 
@@ -127,12 +137,120 @@ def bench_repvit() -> dict:
     }
 
 
+def _edgetam_module(name: str, args):
+    """A real-size EdgeTAM module (random weights) in bf16, its fast paths installed (switched by ``active``)."""
+    import transformers.models.edgetam_video.modeling_edgetam_video as edgetam
+    from transformers import EdgeTamVideoConfig
+
+    from segvlm.segmentation import fast_sam2
+
+    config = EdgeTamVideoConfig()
+    config._attn_implementation = config.mask_decoder_config._attn_implementation = "sdpa"  # as loaded on CPU
+    module = getattr(edgetam, name)(*args(config)).to(torch.bfloat16).eval()
+    holder = torch.nn.Module()
+    holder.inner = module
+    fast_sam2.install(holder)
+    return holder, module
+
+
+def _fast_and_plain(holder, fn) -> dict:
+    """CPU ms of ``fn()`` with the fast paths off (transformers' code) and on."""
+    from segvlm.segmentation import fast_sam2
+
+    def fast():
+        with fast_sam2.MemoryCache().active(holder, torch.bfloat16):
+            return fn()
+
+    return {"transformers_ms": cpu_ms(fn), "fast_ms": cpu_ms(fast)}
+
+
+def bench_memory_encoder() -> dict:
+    """EdgeTAM's memory encoder pieces at 1024 x 1024: the mask downsampler (norm+GELU one compiled pass per layer)
+    and a memory fuser block (norm to channels-last, GELU fused into the product, one residual pass)."""
+    holder, downsampler = _edgetam_module("EdgeTamVideoMaskDownSampler", lambda config: (config,))
+    mask = torch.randn(1, 1, 1024, 1024).to(torch.bfloat16)
+    results = {"mask_downsampler": _fast_and_plain(holder, lambda: downsampler(mask))}
+    holder, block = _edgetam_module("EdgeTamVideoMemoryFuserCXBlock", lambda config: (config,))
+    features = torch.randn(1, 256, 64, 64).to(torch.bfloat16)
+    results["fuser_block"] = _fast_and_plain(holder, lambda: block(features))
+    holder, encoder = _edgetam_module("EdgeTamVideoMemoryEncoder", lambda config: (config,))
+    tokens = torch.randn(4096, 1, 256).to(torch.bfloat16)  # (HW, B, C): the frame's features as tracking has them
+    grid = tokens.permute(1, 2, 0).view(1, 256, 64, 64)
+    results["encoder"] = _fast_and_plain(holder, lambda: encoder(grid, mask))
+    return results
+
+
+def bench_mask_decoder() -> dict:
+    """EdgeTAM's mask decoder on a 64 x 64 embedding with one box (tracking's call), as transformers lays its maps
+    out against contiguous token maps, channels-last convolutions and fused skip connections."""
+    holder, decoder = _edgetam_module("EdgeTamVideoMaskDecoder", lambda config: (config.mask_decoder_config,))
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+
+    image = randn(1, 64, 64, 256).permute(0, 3, 1, 2)  # channels-last, as the memory attention returns it
+    inputs = {
+        "image_embeddings": image,
+        "image_positional_embeddings": randn(1, 256, 64, 64),
+        "sparse_prompt_embeddings": randn(1, 1, 2, 256),
+        "dense_prompt_embeddings": randn(1, 256, 1, 1).expand(1, 256, 64, 64),
+        "multimask_output": True,
+        "high_resolution_features": [randn(1, 32, 256, 256), randn(1, 64, 128, 128)],
+    }
+    return _fast_and_plain(holder, lambda: decoder(**inputs))
+
+
+def bench_perceiver() -> dict:
+    """EdgeTAM's perceiver attention of its 256 1-D latents over a frame's 4096 memory tokens (the positional
+    encoding added to keys and values): transformers' SDPA against the chunked kernel."""
+    holder, attention = _edgetam_module("EdgeTamVideoPerceiverAttention", lambda config: (config,))
+    generator = torch.Generator().manual_seed(0)
+    latents, tokens, position = (
+        torch.randn(1, length, 64, generator=generator).to(torch.bfloat16) for length in (256, 4096, 4096)
+    )
+    return _fast_and_plain(holder, lambda: attention(latents, tokens, tokens, position))
+
+
+def bench_few_keys() -> dict:
+    """EdgeTAM's mask-decoder attention of 4096 image tokens to 8 prompt tokens (8 heads of 16): transformers' SDPA
+    against block-diagonal products with a compiled softmax."""
+    holder, attention = _edgetam_module("EdgeTamVideoAttention", lambda config: (config.mask_decoder_config,))
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(1, 1, 4096, 256, generator=generator).to(torch.bfloat16)
+    prompts = torch.randn(1, 1, 8, 256, generator=generator).to(torch.bfloat16)
+    return _fast_and_plain(holder, lambda: attention(tokens, prompts, prompts))
+
+
+def bench_high_res_mask() -> dict:
+    """A tracked frame's 1024 x 1024 mask for the memory encoder: transformers upsamples the three candidate masks
+    in float32, rounds them and keeps one; the fast path upsamples the kept one (the same bits)."""
+    masks = torch.randn(1, 1, 3, 256, 256).to(torch.bfloat16)  # (B, objects, masks, h, w)
+
+    def all_three():
+        high = F.interpolate(masks.squeeze(1).float(), size=(1024, 1024), mode="bilinear", align_corners=False)
+        return high.unsqueeze(1).to(masks.dtype)[:, :, 1]
+
+    def kept_one():
+        high = F.interpolate(masks[:, :, 1].float(), size=(1024, 1024), mode="bilinear", align_corners=False)
+        return high.to(masks.dtype)
+
+    with torch.inference_mode():
+        same = torch.equal(all_three(), kept_one())
+    return {"three_masks_ms": cpu_ms(all_three), "kept_mask_ms": cpu_ms(kept_one), "same_bits": same}
+
+
 BENCHES = {
     "rope": bench_rope,
     "mlp": bench_mlp,
     "gelu_mlp": bench_gelu_mlp,
     "kernel": bench_kernel,
     "repvit": bench_repvit,
+    "memory_encoder": bench_memory_encoder,
+    "mask_decoder": bench_mask_decoder,
+    "high_res_mask": bench_high_res_mask,
+    "perceiver": bench_perceiver,
+    "few_keys": bench_few_keys,
 }
 
 

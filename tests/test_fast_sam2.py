@@ -160,6 +160,14 @@ def test_install_finds_every_module_it_speeds_up(model):
     else:
         expected = {"Sam2MultiScaleAttention", "Sam2HieraDetModel", "Sam2SinePositionEmbedding", "Sam2FeedForward"}
         assert "_prepare_memory_conditioned_features" in vars(segmenter.model)
+    prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
+    expected |= {
+        prefix + suffix
+        for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder", "Attention", "MemoryEncoder")
+    }
+    assert "_single_frame_forward" in vars(segmenter.model)
+    if "edgetam" in model:
+        expected |= {"EdgeTamVideoMemoryAttentionMLP", "EdgeTamVideoPerceiverAttention"}
     assert expected <= patched, expected - patched
 
 
@@ -272,3 +280,93 @@ def test_fold_fuses_gelus_only_where_onednn_can(fusion, monkeypatch):
         out = folded(pixels.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
     for a, b in zip(reference, out):
         assert (a - b.float()).abs().max() <= 0.05 * a.abs().max()
+
+
+def _captured_calls(segmenter, names: set[str]) -> dict:
+    """The first call's inputs of each module named in ``names`` (class names) during a short bf16 track."""
+    from segvlm.segmentation.base import ObjectPrompt
+
+    calls, handles = {}, []
+    for module in segmenter.model.modules():
+        if type(module).__name__ in names:
+
+            def keep(module, args, kwargs):
+                calls.setdefault(type(module).__name__, (module, args, kwargs))
+
+            handles.append(module.register_forward_pre_hook(keep, with_kwargs=True))
+    session = segmenter.start(48, 64)
+    rng = np.random.default_rng(7)
+    for index in range(3):
+        frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        session.step(frame, [ObjectPrompt(1, box=(8, 8, 40, 40))] if index == 0 else [])
+    for handle in handles:
+        handle.remove()
+    return calls
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    return [tensor for item in output for tensor in _tensors(item)]
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
+    """The memory encoder's and mask decoder's reduced-precision paths (channels-last memory encoder, mask
+    downsampler norm+GELU, fuser block, mask decoder in its layouts, EdgeTAM's memory-attention MLP with its
+    ReLU fused and its perceiver's attention through the kernel) against the same module's transformers code,
+    on the inputs a bf16 track gives them: equal within bf16 rounding. The fuser's layer scale is set to one
+    so that its block counts."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    monkeypatch.setattr(cpu_attention, "MIN_SCORES", 0)
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
+    prefix = "EdgeTamVideo" if "edgetam" in model else "Sam2Video"
+    names = {prefix + suffix for suffix in ("MaskDownSamplerLayer", "MemoryFuserCXBlock", "MaskDecoder")}
+    names.add(prefix + "MemoryEncoder")  # channels-last throughout
+    if "edgetam" in model:
+        names.add("EdgeTamVideoMemoryAttentionMLP")  # the product and its ReLU as one oneDNN call
+        names.add("EdgeTamVideoPerceiverAttention")  # the 1-D latents' attention through the kernel
+        monkeypatch.setattr(fast_sam2, "PERCEIVER_SCORES", 0)
+    for module in segmenter.model.modules():
+        if type(module).__name__.endswith("MemoryFuserCXBlock"):
+            module.scale.data.fill_(1.0)
+    calls = _captured_calls(segmenter, names)
+    assert set(calls) == names
+    for name, (module, args, kwargs) in calls.items():
+        assert "forward" in vars(module), name
+        with torch.inference_mode():
+            plain = _tensors(type(module).forward(module, *args, **kwargs))
+            with fast_sam2.MemoryCache().active(segmenter.model, torch.bfloat16):
+                fast = _tensors(module(*args, **kwargs))
+        assert len(plain) == len(fast)
+        for a, b in zip(plain, fast):
+            assert a.shape == b.shape and a.dtype == b.dtype, name
+            scale = a.float().abs().max().clamp_min(1e-3)
+            assert (a.float() - b.float()).abs().max() <= 0.03 * scale, name
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_few_keys_attention_matches_transformers_in_bfloat16(model):
+    """The mask decoder's attention of the image tokens to a few prompt tokens, as block-diagonal products, against
+    transformers' attention on the same module: equal within bf16 rounding."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
+    fast_sam2.install(segmenter.model)
+    attention = segmenter.model.mask_decoder.transformer.layers[0].cross_attn_image_to_token
+    assert "forward" in vars(attention)
+    generator = torch.Generator().manual_seed(8)
+    width = attention.hidden_size
+    tokens = torch.randn(1, 1, fast_sam2.GLOBAL_TOKENS, width, generator=generator).to(torch.bfloat16)
+    prompts = torch.randn(1, 1, 7, width, generator=generator).to(torch.bfloat16)
+    with torch.inference_mode():
+        plain, _ = type(attention).forward(attention, tokens, prompts, prompts)
+        with fast_sam2.MemoryCache().active(segmenter.model, torch.bfloat16):
+            fast, _ = attention(tokens, prompts, prompts)
+    assert fast.shape == plain.shape and fast.dtype == plain.dtype
+    assert (fast.float() - plain.float()).abs().max() <= 0.03 * plain.float().abs().max()

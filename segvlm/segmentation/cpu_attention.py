@@ -97,22 +97,29 @@ def _rope_rounded(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return apply_rope(x.float(), cos, sin).to(x.dtype)
 
 
-_compiled_rope = None
+_compiled_passes: dict = {}  # elementwise function -> its compiled version, built on first use
+
+
+def fused(function, x: torch.Tensor, *args):
+    """``function(x, *args)`` (elementwise maths and reductions, no products) as one compiled pass where ``x`` takes
+    the compiled path (CPU, bf16/fp16, compilable here), else eagerly: the same function, each intermediate kept
+    in float32 instead of rounded to ``x``'s dtype between passes."""
+    if usable(x) and _get_current_dispatch_mode() is None:
+        try:
+            compiled = _compiled_passes.get(function)
+            if compiled is None:
+                compiled = _compiled_passes[function] = torch.compile(function, dynamic=True, fullgraph=True)
+            return compiled(x, *args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: use the eager ops
+            _compile_failed(error)
+    return function(x, *args)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """RoPE of reduced-precision ``x`` computed in float32 and rounded back to ``x``'s dtype, as transformers
     does it; on CPU one compiled pass (the same bits as the eager ops, which take five passes and three float32
     temporaries: about 8x slower on a (4096, 256) map)."""
-    global _compiled_rope
-    if usable(x) and _get_current_dispatch_mode() is None:
-        try:
-            if _compiled_rope is None:
-                _compiled_rope = torch.compile(_rope_rounded, dynamic=True, fullgraph=True)
-            return _compiled_rope(x, cos, sin)
-        except Exception as error:  # noqa: BLE001 - any compiler failure means: use the eager ops
-            _compile_failed(error)
-    return _rope_rounded(x, cos, sin)
+    return fused(_rope_rounded, x, cos, sin)
 
 
 def reduced(dtype: torch.dtype) -> bool:
