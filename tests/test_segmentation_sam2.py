@@ -208,3 +208,33 @@ def test_frames_are_resized_on_the_model_device(segmenter, frames):
     assert calls == ["meta", None]
     assert on_meta.device.type == "meta" and on_meta.dtype == torch.bfloat16 and on_meta.shape == on_cpu.shape
     assert torch.equal(on_cpu, segmenter.preprocess(frames[0]))
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.preserve_format])
+def test_reduced_precision_cpu_frames_skip_the_processor_with_the_same_bits(segmenter, frames, layout):
+    """On a bf16 CPU session the resize and normalisation run as two passes instead of the processor's five, and
+    give exactly the processor's pixel values; a processor with other settings (bicubic) is simply called."""
+    import copy
+
+    from segvlm.segmentation import pixels
+
+    processor = copy.deepcopy(segmenter.processor)
+    for image in frames[:3]:
+        fast = pixels.pixel_values(processor, image, "cpu", torch.bfloat16, layout)
+        slow = pixels._processed(processor, image, "cpu", torch.bfloat16, layout)
+        assert torch.equal(fast, slow) and fast.dtype == torch.bfloat16
+        assert fast.is_contiguous(memory_format=torch.channels_last) == (layout is torch.channels_last)
+    assert getattr(processor, pixels._PLAN)  # the first frame's check passed: the fast path is in use
+
+    bicubic = copy.deepcopy(segmenter.processor)
+    bicubic.image_processor.resample = 3
+    calls = []
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return bicubic(**kwargs)
+
+    spy.image_processor = bicubic.image_processor
+    out = pixels.pixel_values(spy, frames[0], "cpu", torch.bfloat16)
+    assert len(calls) == 1 and torch.equal(out, pixels._processed(bicubic, frames[0], "cpu", torch.bfloat16, layout))
+    assert getattr(spy, pixels._PLAN) is False  # bicubic is not the resize this path computes: never tried

@@ -104,15 +104,23 @@ def fused(function, x: torch.Tensor, *args):
     """``function(x, *args)`` (elementwise maths and reductions, no products) as one compiled pass where ``x`` takes
     the compiled path (CPU, bf16/fp16, compilable here), else eagerly: the same function, each intermediate kept
     in float32 instead of rounded to ``x``'s dtype between passes."""
-    if usable(x) and _get_current_dispatch_mode() is None:
+    if usable(x):
+        return one_pass(function, x, *args)
+    return function(x, *args)
+
+
+def one_pass(function, *args):
+    """``function(*args)`` compiled (once per function, any shapes), or run eagerly where ``torch.compile`` cannot
+    run here or a dispatch mode (a flop counter, a profiler mode) is active."""
+    if _unavailable is None and _get_current_dispatch_mode() is None:
         try:
             compiled = _compiled_passes.get(function)
             if compiled is None:
                 compiled = _compiled_passes[function] = torch.compile(function, dynamic=True, fullgraph=True)
-            return compiled(x, *args)
+            return compiled(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: use the eager ops
             _compile_failed(error)
-    return function(x, *args)
+    return function(*args)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
