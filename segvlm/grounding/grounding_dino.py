@@ -116,9 +116,11 @@ class GroundingDinoGrounder(Grounder):
         """(box, score, index into ``texts``) of every query box above the threshold, for one prompt."""
         import torch
 
+        from segvlm.segmentation.pixels import writable
+
         height, width = image.shape[:2]
         text, spans = build_prompt(texts)
-        inputs = self.processor(images=image, text=text, return_tensors="pt").to(self.device)
+        inputs = self.processor(images=writable(image), text=text, return_tensors="pt").to(self.device)
         offsets = self.processor.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
         token_phrase = np.full(len(offsets), -1)  # (T,) phrase index of each token, -1 for specials/dots
         for token, (start, end) in enumerate(offsets):

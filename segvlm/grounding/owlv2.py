@@ -99,10 +99,12 @@ class Owlv2Grounder(Grounder):
     def detect(self, image: np.ndarray, phrases: Sequence[str], query: str = "") -> list[Detection]:
         import torch
 
+        from segvlm.segmentation.pixels import writable
+
         height, width = image.shape[:2]
         texts = [_prompt(fitted.text) for fitted in self.text_limit.fit(phrases)]
         sources = source_phrases(query, phrases)
-        inputs = self.processor(text=[texts], images=self.shrink(image), return_tensors="pt").to(self.device)
+        inputs = self.processor(text=[texts], images=writable(self.shrink(image)), return_tensors="pt").to(self.device)
         with torch.inference_mode():
             outputs = self.model(**inputs)
         side = max(height, width)

@@ -27,8 +27,7 @@ def pixel_values(processor, image: np.ndarray, device: str, dtype, memory_format
 
     from segvlm.segmentation.cpu_attention import reduced
 
-    if not image.flags.writeable:  # frames shared with a FrameStore's cache; torch wants writable memory
-        image = image.copy()
+    image = writable(image)
     memory_format = memory_format or torch.preserve_format
     on_cpu = torch.device(device).type == "cpu"
     if on_cpu and reduced(dtype) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
@@ -36,6 +35,12 @@ def pixel_values(processor, image: np.ndarray, device: str, dtype, memory_format
         if plan:
             return plan.apply(image, dtype, memory_format)
     return _processed(processor, image, device, dtype, memory_format)
+
+
+def writable(image: np.ndarray) -> np.ndarray:
+    """``image``, or a copy where it is read-only (frames shared with a FrameStore's cache, arrays viewed from PIL
+    images): processors turn it into a tensor, and torch warns about, and must not write to, read-only memory."""
+    return image if image.flags.writeable else image.copy()
 
 
 def _processed(processor, image: np.ndarray, device: str, dtype, memory_format):

@@ -89,8 +89,10 @@ class SamImageSegmenter(VideoSegmenter):
         """
         import torch
 
+        from segvlm.segmentation.pixels import writable
+
         height, width = image.shape[:2]
-        inputs = self.processor(images=image, return_tensors="pt")
+        inputs = self.processor(images=writable(image), return_tensors="pt")
         new_h, new_w = (int(v) for v in inputs["reshaped_input_sizes"][0])
         scale = torch.tensor([new_w / width, new_h / height], dtype=torch.float64)  # (2,) x, y
         masks, scores = [], []
