@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segvlm.segmentation import cpu_attention, fast_sam2
+from segvlm.segmentation import cpu_attention, fast_image_encoder, fast_sam2
 
 
 def _qkv(lead, length, keys, width, value_width=None, dtype=torch.bfloat16, seed=0):
@@ -362,7 +362,7 @@ def test_few_keys_attention_matches_transformers_in_bfloat16(model):
     assert "forward" in vars(attention)
     generator = torch.Generator().manual_seed(8)
     width = attention.hidden_size
-    tokens = torch.randn(1, 1, fast_sam2.GLOBAL_TOKENS, width, generator=generator).to(torch.bfloat16)
+    tokens = torch.randn(1, 1, fast_image_encoder.GLOBAL_TOKENS, width, generator=generator).to(torch.bfloat16)
     prompts = torch.randn(1, 1, 7, width, generator=generator).to(torch.bfloat16)
     with torch.inference_mode():
         plain, _ = type(attention).forward(attention, tokens, prompts, prompts)

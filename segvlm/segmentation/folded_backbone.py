@@ -12,7 +12,7 @@ computes the same function with:
   rounded once instead of twice).
 
 Same function, other rounding: results agree with the plain backbone within bf16 rounding (tested), never
-bit-for-bit, so :mod:`segvlm.segmentation.fast_sam2` uses the copy only on reduced-precision CPU frames.
+bit-for-bit, so :mod:`segvlm.segmentation.fast_image_encoder` uses the copy only on reduced-precision CPU frames.
 """
 
 from __future__ import annotations

@@ -1,0 +1,119 @@
+"""The image encoder's fast paths: SAM 2's Hiera (with its neck) and EdgeTAM's RepViT.
+
+Patched onto a model's submodules by :func:`segvlm.segmentation.fast_sam2.install`, each inert unless the model's
+:class:`~segvlm.segmentation.fast_switch.Switch` is on (a frame inside ``MemoryCache.active``).
+
+Exact (bit-identical in any dtype):
+
+* the image encoder's multi-scale attention computes, and throws away, a full attention-weight matrix before
+  calling the attention kernel (4 x 4096 x 4096 scores in float32 for each global block); it is not computed;
+* the image encoder's position embedding (a bicubic resize of a learnt table) and the neck's sine position
+  encodings (an LRU cache of size 1 queried with three shapes per frame) are computed once per shape.
+
+Reduced precision only (bf16/fp16; float32 keeps transformers' code path and its bits):
+
+* the image encoder's global-attention blocks (4096 tokens) run through
+  :func:`segvlm.segmentation.cpu_attention.attention` (bf16 GEMMs over query chunks with a float32 softmax,
+  compiled);
+* the Hiera blocks' MLPs with the first projection and its GELU as one oneDNN product; EdgeTAM's RepViT image
+  encoder through a folded, channels-last copy with fused GELUs (:mod:`segvlm.segmentation.folded_backbone`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from segvlm.segmentation import cpu_attention
+from segvlm.segmentation.fast_switch import Switch
+
+GLOBAL_TOKENS = 1024  # image-encoder attentions over this many keys (the global blocks) use the chunked kernel
+
+
+def _multiscale_attention(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``Sam2MultiScaleAttention.forward`` without the attention weights it computes and never uses."""
+    if not self._segvlm_switch.on:
+        return type(self).forward(self, hidden_states, **kwargs)
+    from transformers.models.sam2.modeling_sam2 import do_pool
+
+    batch_size, height, width, _ = hidden_states.shape
+    qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
+    query, key, value = torch.unbind(qkv, 2)  # each (B, HW, heads, d)
+    if self.query_stride:
+        query = do_pool(query.reshape(batch_size, height, width, -1), self.query_stride)
+        height, width = query.shape[1:3]
+        query = query.reshape(batch_size, height * width, self.num_attention_heads, -1)
+    query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # each (B, heads, L, d)
+    if self._segvlm_switch.reduced and batch_size == 1 and key.shape[-2] >= GLOBAL_TOKENS:  # a global block
+        output = cpu_attention.attention(query, key, value, self.scale)  # (B, heads, L, d)
+    else:
+        output = F.scaled_dot_product_attention(query, key, value, scale=self.scale)  # (B, heads, L, d)
+    output = output.transpose(1, 2).contiguous().reshape(batch_size, height, width, -1)  # (B, H, W, C)
+    return self.proj(output)
+
+
+def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+    """``Sam2HieraDetModel._get_pos_embed``, computed once per size while the fast paths are on."""
+    original = type(self)._get_pos_embed
+    if not self._segvlm_switch.on:
+        return original(self, hw)
+    key = (tuple(hw), self.pos_embed._version, self.pos_embed_window._version)
+    cached = self._segvlm_pos_embeds.get(key)
+    if cached is None:
+        self._segvlm_pos_embeds.clear()
+        cached = self._segvlm_pos_embeds[key] = original(self, hw)
+    return cached
+
+
+def _cached_sine(self, shape, device, dtype, mask=None) -> torch.Tensor:
+    """``Sam2SinePositionEmbedding.forward``, computed once per (shape, device, dtype) while fast paths are on."""
+    original = type(self).forward
+    if mask is not None or not self._segvlm_switch.on:
+        return original(self, shape, device, dtype, mask)
+    key = (tuple(shape), str(device), dtype)
+    cached = self._segvlm_encodings.get(key)
+    if cached is None:
+        cached = self._segvlm_encodings[key] = original(self, shape, device, dtype)
+    return cached
+
+
+def _folded_convolutions(self, pixel_values: torch.Tensor, **kwargs):
+    """A timm convolutional backbone's ``forward`` (EdgeTAM's RepViT) through its inference copy
+    (:func:`segvlm.segmentation.folded_backbone.fold`: folded batch norms, channels-last, fused GELUs) while
+    reduced-precision paths are on; built once per dtype. Same function, other rounding; CPU only."""
+    switch: Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced) or pixel_values.device.type != "cpu":
+        return type(self).forward(self, pixel_values, **kwargs)
+    folded = self._segvlm_folded.get(pixel_values.dtype)
+    if folded is None:
+        from segvlm.segmentation.folded_backbone import fold
+
+        folded = self._segvlm_folded[pixel_values.dtype] = fold(self, pixel_values.dtype)
+    return folded(pixel_values.contiguous(memory_format=torch.channels_last), **kwargs)
+
+
+def _gelu_mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The Hiera blocks' two-layer GELU MLP (``Sam2FeedForward``) with its first projection and the GELU as one
+    oneDNN product (the exact GELU as a post-op on the float32 accumulator: one rounding instead of two, and no
+    second pass over the 4x-wide hidden map) while reduced-precision CPU paths are on."""
+    switch: Switch = self._segvlm_switch
+    if not (switch.on and switch.reduced) or hidden_states.device.type != "cpu":
+        return type(self).forward(self, hidden_states)
+    lead = hidden_states.shape[:-1]
+    flat = hidden_states.reshape(-1, hidden_states.shape[-1])  # (tokens, C)
+    proj_in = self.proj_in
+    hidden = torch.ops.mkldnn._linear_pointwise(flat, proj_in.weight, proj_in.bias, "gelu", [], "none")  # (tokens, 4C)
+    return self.proj_out(hidden.view(*lead, -1))
+
+
+def _is_gelu_mlp(module) -> bool:
+    """A two-layer ``Sam2FeedForward`` with the exact (erf) GELU, where oneDNN's fused product is available."""
+    from segvlm.segmentation.folded_backbone import mkldnn_available
+
+    activation = getattr(module, "activation", None)
+    return (
+        module.num_layers == 2
+        and not module.sigmoid_output
+        and getattr(activation, "act", None) is F.gelu
+        and mkldnn_available()
+    )
