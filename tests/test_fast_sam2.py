@@ -370,3 +370,30 @@ def test_few_keys_attention_matches_transformers_in_bfloat16(model):
             fast, _ = attention(tokens, prompts, prompts)
     assert fast.shape == plain.shape and fast.dtype == plain.dtype
     assert (fast.float() - plain.float()).abs().max() <= 0.03 * plain.float().abs().max()
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_high_resolution_levels_are_projected_by_one_convolution(model):
+    """The neck's lateral convolution of levels 0 and 1 and the mask decoder's projection of them run as one
+    composed convolution in bf16: the same features within bf16 rounding (the encoder's other bf16 paths
+    included); float32 keeps transformers' two convolutions (the float32 bit-identity test above)."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
+    fast_sam2.install(segmenter.model)
+    neck, decoder = segmenter.model.vision_encoder.neck, segmenter.model.mask_decoder
+    assert [type(conv).__name__ for conv in neck.convs[-2:]] == ["_ProjectedLateral"] * 2
+    size = segmenter.model.config.image_size
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    with torch.inference_mode():
+        plain = segmenter.model.get_image_features(pixels).fpn_hidden_states
+        with fast_sam2.MemoryCache().active(segmenter.model, torch.bfloat16):
+            fast = segmenter.model.get_image_features(pixels).fpn_hidden_states
+        composed = neck.convs[-1].composed(torch.bfloat16)[0]
+    assert composed.shape[:2] == (decoder.conv_s0.projection.out_channels, neck.convs[-1].lateral.in_channels)
+    for level in (0, 1):
+        assert fast[level].shape == plain[level].shape  # (HW, B, C / 8) and (HW, B, C / 4): already projected
+        scale = plain[level].float().abs().max()
+        assert (fast[level].float() - plain[level].float()).abs().max() <= 0.02 * scale

@@ -36,12 +36,15 @@ from segvlm.segmentation.fast_switch import SWITCH_ATTRIBUTE, Switch
 
 # -- memory encoder (reduced precision) ---------------------------------------------------------------------
 def _channel_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """``gelu(layer_norm over the channels of (B, C, H, W) x)`` in float32, rounded once to ``x``'s dtype."""
+    """``gelu(layer_norm over the channels of (B, C, H, W) x)`` in float32, rounded once to ``x``'s dtype and
+    written channels-last: the layout the next convolution reads in place (written channels-first, the
+    downsampler's later convolutions reorder their inputs and its output meets the channels-last features in a
+    mixed-layout add: 7 % of the memory encoder on one thread)."""
     values = x.float()
     centred = values - values.mean(dim=1, keepdim=True)  # (B, C, H, W)
     variance = (centred * centred).mean(dim=1, keepdim=True)  # (B, 1, H, W)
     normed = centred * torch.rsqrt(variance + eps) * weight.float()[:, None, None] + bias.float()[:, None, None]
-    return F.gelu(normed).to(x.dtype)
+    return F.gelu(normed).to(x.dtype).contiguous(memory_format=torch.channels_last)
 
 
 def _mask_downsampler_layer(self, x: torch.Tensor) -> torch.Tensor:

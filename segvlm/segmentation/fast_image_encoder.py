@@ -117,3 +117,94 @@ def _is_gelu_mlp(module) -> bool:
         and getattr(activation, "act", None) is F.gelu
         and mkldnn_available()
     )
+
+
+# -- the neck's high-resolution levels (reduced precision) ------------------------------------------------------
+def _pointwise(conv) -> bool:
+    """A plain 1x1 convolution (stride 1, no padding, no groups, with a bias)."""
+    return (
+        type(conv) is torch.nn.Conv2d
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.bias is not None
+    )
+
+
+class _ProjectedLateral(torch.nn.Module):
+    """The neck's 1x1 lateral convolution of a high-resolution level followed by the mask decoder's projection of
+    that level (``conv_s0``/``conv_s1``, which transformers applies right after the neck, in
+    ``get_image_features``), as one 1x1 convolution while reduced-precision CPU paths are on.
+
+    Both are linear, so ``P(L x + b_L) + b_P = (P L) x + (P b_L + b_P)``; the product is taken in float32 and
+    rounded once. For level 0 of EdgeTAM this replaces a 48 -> 256 convolution at 256 x 256 (whose 33 MB output
+    costs more to write than to compute) and a 256 -> 32 one by a 48 -> 32 one: about 10 ms of a frame at two
+    threads. Same function, one rounding fewer; float32 keeps transformers' two convolutions and their bits."""
+
+    def __init__(self, lateral: torch.nn.Conv2d, projection: torch.nn.Conv2d, switch: Switch) -> None:
+        super().__init__()
+        self.lateral, self.projection, self._segvlm_switch = lateral, projection, switch
+        self._composed: dict[torch.dtype, tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def weight(self) -> torch.Tensor:  # the neck reads its convolutions' weight dtype
+        return self.lateral.weight
+
+    def composed(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The product's (C_out, C_in, 1, 1) weight and (C_out,) bias in ``dtype``, rebuilt when a weight changes."""
+        lateral, projection = self.lateral, self.projection
+        versions = tuple(p._version for p in (lateral.weight, lateral.bias, projection.weight, projection.bias))
+        cached = self._composed.get(dtype)
+        if cached is None or cached[0] != versions:
+            outer = projection.weight.float()[:, :, 0, 0]  # (C_out, C)
+            weight = outer @ lateral.weight.float()[:, :, 0, 0]  # (C_out, C_in)
+            bias = outer @ lateral.bias.float() + projection.bias.float()  # (C_out,)
+            cached = self._composed[dtype] = (versions, weight[:, :, None, None].to(dtype), bias.to(dtype))
+        return cached[1], cached[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        switch = self._segvlm_switch
+        if switch.on and switch.reduced and x.device.type == "cpu":
+            weight, bias = self.composed(x.dtype)
+            return F.conv2d(x, weight, bias)  # (B, C_out, H, W): the level already projected
+        return self.lateral(x)
+
+
+class _SkipIfProjected(torch.nn.Module):
+    """The mask decoder's projection of a high-resolution level, passing a map through when the neck's
+    :class:`_ProjectedLateral` has already projected it (it then has the projection's output channels)."""
+
+    def __init__(self, projection: torch.nn.Conv2d) -> None:
+        super().__init__()
+        self.projection = projection
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        projection = self.projection
+        if x.shape[1] == projection.out_channels != projection.in_channels:
+            return x
+        return projection(x)
+
+
+def compose_high_resolution_projections(model, switch: Switch) -> int:
+    """Give a SAM 2 / EdgeTAM video model's neck the composed lateral-and-projection convolutions for its two
+    high-resolution levels (those outside the top-down pathway, whose neck output only the projection reads).
+    Returns the levels composed."""
+    neck = getattr(getattr(model, "vision_encoder", None), "neck", None)
+    decoder = getattr(model, "mask_decoder", None)
+    if neck is None or decoder is None or not hasattr(neck, "convs"):
+        return 0
+    last, composed = len(neck.convs) - 1, 0
+    for level, name in ((0, "conv_s0"), (1, "conv_s1")):
+        lateral, projection = neck.convs[last - level], getattr(decoder, name, None)
+        if (
+            level in getattr(neck, "fpn_top_down_levels", [level])
+            or not (_pointwise(lateral) and _pointwise(projection))
+            or projection.in_channels != lateral.out_channels
+        ):
+            continue
+        neck.convs[last - level] = _ProjectedLateral(lateral, projection, switch)
+        setattr(decoder, name, _SkipIfProjected(projection))
+        composed += 1
+    return composed

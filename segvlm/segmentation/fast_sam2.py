@@ -64,6 +64,7 @@ from segvlm.segmentation.fast_image_encoder import (
     _gelu_mlp,
     _is_gelu_mlp,
     _multiscale_attention,
+    compose_high_resolution_projections,
 )
 from segvlm.segmentation.fast_switch import CACHE_ATTRIBUTE, SWITCH_ATTRIBUTE, Switch
 
@@ -442,6 +443,7 @@ def install(model) -> None:
     if type(model).__name__ in ("Sam2VideoModel", "EdgeTamVideoModel"):
         model._segvlm_wide_positions = None
         model._single_frame_forward = types.MethodType(_tracking_frame, model)
+        compose_high_resolution_projections(model, switch)
     for module in model.modules():
         name = type(module).__name__
         if name.endswith("MultiScaleAttention") and hasattr(module, "qkv"):
