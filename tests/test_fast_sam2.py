@@ -397,3 +397,45 @@ def test_high_resolution_levels_are_projected_by_one_convolution(model):
         assert fast[level].shape == plain[level].shape  # (HW, B, C / 8) and (HW, B, C / 4): already projected
         scale = plain[level].float().abs().max()
         assert (fast[level].float() - plain[level].float()).abs().max() <= 0.02 * scale
+
+
+@pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
+def test_objects_share_the_first_self_attention_of_a_frame(model, monkeypatch):
+    """The memory attention's first self-attention reads the same frame features for every object: with three
+    objects it is computed once per frame and layer where the input repeats, and the masks keep their bits."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.base import ObjectPrompt
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter, Sam2VideoSegmenter
+
+    kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
+    segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    prompts = [ObjectPrompt(i + 1, box=(4 + 14 * i, 6, 20 + 14 * i, 40)) for i in range(3)]
+    computed = []
+    uncached = fast_sam2._uncached_self_attention
+
+    def counting(*args):
+        computed.append(1)
+        return uncached(*args)
+
+    def track(shared: bool) -> list[torch.Tensor]:
+        computed.clear()
+        if not shared:  # every call computes: what the fast paths did before objects shared the result
+            monkeypatch.setattr(
+                fast_sam2, "_self_attention", lambda attn, hidden, cos, sin, switch: counting(attn, hidden, cos, sin)
+            )
+        session, logits = segmenter.start(48, 64), []
+        for index, frame in enumerate(frames):
+            session.step(frame, prompts if index == 0 else [])
+            logits.append(session.last_logits.clone())
+        return logits
+
+    monkeypatch.setattr(fast_sam2, "_uncached_self_attention", counting)
+    shared, shared_calls = track(True), len(computed)
+    separate, separate_calls = track(False), len(computed)
+    layers = len(segmenter.model.memory_attention.layers)
+    assert separate_calls - shared_calls == 2 * (len(frames) - 1)  # objects 2 and 3, first layer, tracked frames
+    assert separate_calls == 3 * layers * (len(frames) - 1)
+    for a, b in zip(shared, separate):
+        assert torch.equal(a, b)

@@ -11,7 +11,7 @@ share it without an import cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CACHE_ATTRIBUTE = "_segvlm_memory_cache"  # the active MemoryCache of a model, or None
 SWITCH_ATTRIBUTE = "_segvlm_fast_switch"  # the model's Switch, shared with its patched submodules
@@ -23,3 +23,6 @@ class Switch:
 
     on: bool = False
     reduced: bool = False  # bf16/fp16 session: the memory attention's approximate paths apply
+    # Results the frame's objects share, kept for the frame: module id -> (input, output) of the memory
+    # attention's self-attention, whose input is the same for every object in the first layer.
+    shared: dict = field(default_factory=dict)
