@@ -382,17 +382,21 @@ def test_high_resolution_levels_are_projected_by_one_convolution(model):
 
     kind = EdgeTamVideoSegmenter if "edgetam" in model else Sam2VideoSegmenter
     segmenter = kind.from_config(SegmenterConfig(model=model, dtype="bfloat16"))
+    keys = list(segmenter.model.state_dict())
     fast_sam2.install(segmenter.model)
+    assert list(segmenter.model.state_dict()) == keys  # patched in place: the checkpoint's layout is kept
     neck, decoder = segmenter.model.vision_encoder.neck, segmenter.model.mask_decoder
-    assert [type(conv).__name__ for conv in neck.convs[-2:]] == ["_ProjectedLateral"] * 2
+    assert all("forward" in vars(conv) for conv in (*neck.convs[-2:], decoder.conv_s0, decoder.conv_s1))
     size = segmenter.model.config.image_size
     pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
     with torch.inference_mode():
         plain = segmenter.model.get_image_features(pixels).fpn_hidden_states
         with fast_sam2.MemoryCache().active(segmenter.model, torch.bfloat16):
             fast = segmenter.model.get_image_features(pixels).fpn_hidden_states
-        composed = neck.convs[-1].composed(torch.bfloat16)[0]
-    assert composed.shape[:2] == (decoder.conv_s0.projection.out_channels, neck.convs[-1].lateral.in_channels)
+            level0 = torch.zeros(1, neck.convs[-1].in_channels, 8, 8, dtype=torch.bfloat16)
+            assert neck.convs[-1](level0).shape[1] == decoder.conv_s0.out_channels  # the composed convolution ran
+        composed = fast_image_encoder._composed(neck.convs[-1], decoder.conv_s0, torch.bfloat16)[0]
+    assert composed.shape[:2] == (decoder.conv_s0.out_channels, neck.convs[-1].in_channels)
     for level in (0, 1):
         assert fast[level].shape == plain[level].shape  # (HW, B, C / 8) and (HW, B, C / 4): already projected
         scale = plain[level].float().abs().max()

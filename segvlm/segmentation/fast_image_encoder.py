@@ -21,6 +21,8 @@ Reduced precision only (bf16/fp16; float32 keeps transformers' code path and its
 
 from __future__ import annotations
 
+import types
+
 import torch
 import torch.nn.functional as F
 
@@ -133,7 +135,21 @@ def _pointwise(conv) -> bool:
     )
 
 
-class _ProjectedLateral(torch.nn.Module):
+def _composed(lateral: torch.nn.Conv2d, projection: torch.nn.Conv2d, dtype: torch.dtype):
+    """``projection(lateral(x))`` of two 1x1 convolutions as one: its (C_out, C_in, 1, 1) weight and (C_out,) bias
+    in ``dtype``, the product taken in float32 and rounded once; kept on ``lateral`` and rebuilt when a weight
+    changes."""
+    versions = tuple(p._version for p in (lateral.weight, lateral.bias, projection.weight, projection.bias))
+    cached = lateral._segvlm_composed.get(dtype)
+    if cached is None or cached[0] != versions:
+        outer = projection.weight.float()[:, :, 0, 0]  # (C_out, C)
+        weight = outer @ lateral.weight.float()[:, :, 0, 0]  # (C_out, C_in)
+        bias = outer @ lateral.bias.float() + projection.bias.float()  # (C_out,)
+        cached = lateral._segvlm_composed[dtype] = (versions, weight[:, :, None, None].to(dtype), bias.to(dtype))
+    return cached[1], cached[2]
+
+
+def _projected_lateral(self, x: torch.Tensor) -> torch.Tensor:
     """The neck's 1x1 lateral convolution of a high-resolution level followed by the mask decoder's projection of
     that level (``conv_s0``/``conv_s1``, which transformers applies right after the neck, in
     ``get_image_features``), as one 1x1 convolution while reduced-precision CPU paths are on.
@@ -142,49 +158,20 @@ class _ProjectedLateral(torch.nn.Module):
     rounded once. For level 0 of EdgeTAM this replaces a 48 -> 256 convolution at 256 x 256 (whose 33 MB output
     costs more to write than to compute) and a 256 -> 32 one by a 48 -> 32 one: about 10 ms of a frame at two
     threads. Same function, one rounding fewer; float32 keeps transformers' two convolutions and their bits."""
-
-    def __init__(self, lateral: torch.nn.Conv2d, projection: torch.nn.Conv2d, switch: Switch) -> None:
-        super().__init__()
-        self.lateral, self.projection, self._segvlm_switch = lateral, projection, switch
-        self._composed: dict[torch.dtype, tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
-
-    @property
-    def weight(self) -> torch.Tensor:  # the neck reads its convolutions' weight dtype
-        return self.lateral.weight
-
-    def composed(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The product's (C_out, C_in, 1, 1) weight and (C_out,) bias in ``dtype``, rebuilt when a weight changes."""
-        lateral, projection = self.lateral, self.projection
-        versions = tuple(p._version for p in (lateral.weight, lateral.bias, projection.weight, projection.bias))
-        cached = self._composed.get(dtype)
-        if cached is None or cached[0] != versions:
-            outer = projection.weight.float()[:, :, 0, 0]  # (C_out, C)
-            weight = outer @ lateral.weight.float()[:, :, 0, 0]  # (C_out, C_in)
-            bias = outer @ lateral.bias.float() + projection.bias.float()  # (C_out,)
-            cached = self._composed[dtype] = (versions, weight[:, :, None, None].to(dtype), bias.to(dtype))
-        return cached[1], cached[2]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        switch = self._segvlm_switch
-        if switch.on and switch.reduced and x.device.type == "cpu":
-            weight, bias = self.composed(x.dtype)
-            return F.conv2d(x, weight, bias)  # (B, C_out, H, W): the level already projected
-        return self.lateral(x)
+    switch: Switch = self._segvlm_switch
+    if switch.on and switch.reduced and x.device.type == "cpu":
+        (projection,) = self._segvlm_projection
+        weight, bias = _composed(self, projection, x.dtype)
+        return F.conv2d(x, weight, bias)  # (B, C_out, H, W): the level already projected
+    return type(self).forward(self, x)
 
 
-class _SkipIfProjected(torch.nn.Module):
+def _skip_if_projected(self, x: torch.Tensor) -> torch.Tensor:
     """The mask decoder's projection of a high-resolution level, passing a map through when the neck's
-    :class:`_ProjectedLateral` has already projected it (it then has the projection's output channels)."""
-
-    def __init__(self, projection: torch.nn.Conv2d) -> None:
-        super().__init__()
-        self.projection = projection
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        projection = self.projection
-        if x.shape[1] == projection.out_channels != projection.in_channels:
-            return x
-        return projection(x)
+    :func:`_projected_lateral` has already projected it (it then has the projection's output channels)."""
+    if x.shape[1] == self.out_channels != self.in_channels:
+        return x
+    return type(self).forward(self, x)
 
 
 def compose_high_resolution_projections(model, switch: Switch) -> int:
@@ -204,7 +191,10 @@ def compose_high_resolution_projections(model, switch: Switch) -> int:
             or projection.in_channels != lateral.out_channels
         ):
             continue
-        neck.convs[last - level] = _ProjectedLateral(lateral, projection, switch)
-        setattr(decoder, name, _SkipIfProjected(projection))
+        # Patched in place, as the other fast paths are: the model's modules and state-dict keys stay as loaded
+        # (the projection is held in a tuple so that it is not registered as a submodule of the lateral).
+        lateral._segvlm_switch, lateral._segvlm_projection, lateral._segvlm_composed = switch, (projection,), {}
+        lateral.forward = types.MethodType(_projected_lateral, lateral)
+        projection.forward = types.MethodType(_skip_if_projected, projection)
         composed += 1
     return composed
