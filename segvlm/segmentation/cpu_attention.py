@@ -72,9 +72,9 @@ def _compile_failed(error: Exception) -> None:
     global _unavailable
     _unavailable = f"{type(error).__name__}: {error}"
     warnings.warn(
-        f"segvlm's fast CPU attention could not be compiled ({_unavailable.splitlines()[0][:200]}); "
-        "using torch's scaled_dot_product_attention instead (slower, same results). torch.compile needs a "
-        "C++ compiler on CPU (e.g. `apt install g++`).",
+        f"segvlm's compiled CPU paths (the attention kernel, the fused elementwise passes) could not be compiled "
+        f"({_unavailable.splitlines()[0][:200]}); using torch's eager operations and scaled_dot_product_attention "
+        "instead (slower, same results). torch.compile needs a C++ compiler on CPU (e.g. `apt install g++`).",
         RuntimeWarning,
         stacklevel=3,
     )
