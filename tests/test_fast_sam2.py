@@ -38,6 +38,47 @@ def test_kernel_takes_narrower_values():
     assert (out.float() - weights @ v.float()).abs().max() < 0.02
 
 
+@pytest.mark.parametrize("heads", [1, 2])
+def test_narrow_keys_score_like_their_projections(heads):
+    """Keys given as the 64-wide features they are projected from (EdgeTAM's memory keys without RoPE) attend as
+    the projected keys would: softmax over both sets of keys at once, within bf16 rounding."""
+    generator = torch.Generator().manual_seed(5)
+    width, narrow_width = 32, 8
+    q, k, v = _qkv((1, heads), 300, 200, width, value_width=narrow_width)
+    features = torch.randn(1, 1, 150, narrow_width, generator=generator).to(torch.bfloat16)  # (B, 1, N2, d2)
+    weight = (torch.randn(heads * width, narrow_width, generator=generator) / 3).to(torch.bfloat16)
+    bias = torch.randn(heads * width, generator=generator).to(torch.bfloat16)
+    values = torch.cat([v, torch.randn(1, heads, 150, narrow_width, generator=generator).to(torch.bfloat16)], dim=2)
+    narrow = cpu_attention.NarrowKeys.project(q, features, weight, bias)
+    out = cpu_attention.attention_with_narrow_keys(q, k, narrow, values, scale=width**-0.5)
+    projected = (features.float() @ weight.float().T + bias.float()).view(1, 150, heads, width).transpose(1, 2)
+    keys = torch.cat([k.float(), projected], dim=2)  # (1, heads, N1 + N2, d)
+    reference = F.scaled_dot_product_attention(q.float(), keys, values.float(), scale=width**-0.5)
+    assert out.shape == reference.shape == (1, heads, 300, narrow_width) and out.dtype == torch.bfloat16
+    assert (out.float() - reference).abs().max() < 0.03
+
+
+def test_edgetam_memory_layout_splits_keys_as_transformers_rotates_them():
+    """The keys EdgeTAM's cross-attention rotates (each frame's 2-D latents) and those it leaves (1-D latents,
+    object pointers), found by rotating an index map with transformers' own function."""
+    from transformers.models.edgetam_video.modeling_edgetam_video import apply_rotary_pos_emb_2d_cross_attn
+
+    frames, plain, grid, pointers = 3, 5, 4, 2
+    keys = frames * (plain + grid) + pointers
+    layout = fast_sam2._MemoryLayout.of(keys, grid, pointers, frames)
+    assert layout == fast_sam2._MemoryLayout(frames, plain, grid, pointers)
+    tokens = torch.arange(1, keys + 1, dtype=torch.float32).view(1, 1, keys, 1).expand(1, 1, keys, 2)  # no zero
+    zeros = torch.zeros(grid, 2)
+    _, rotated = apply_rotary_pos_emb_2d_cross_attn(  # a zero rotation (cos 0, sin 0) marks the rotated keys
+        tokens[..., :1, :], tokens, zeros[:1] + 1, zeros[:1], zeros, zeros, pointers, frames
+    )
+    marked = rotated[0, 0, :, 0] == 0
+    first, second = layout.split(tokens[0, 0])
+    assert first[:, 0].tolist() == tokens[0, 0, marked, 0].tolist()
+    assert second[:, 0].tolist() == tokens[0, 0, ~marked, 0].tolist()
+    assert fast_sam2._MemoryLayout.of(keys + 1, grid, pointers, frames) is None  # not frames of equal size
+
+
 def test_under_a_dispatch_mode_the_kernel_runs_uncompiled(monkeypatch):
     """A flop counter (as the benchmark uses) cannot trace compiled code: the same maths runs eagerly."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -307,7 +348,7 @@ def _captured_calls(segmenter, names: set[str]) -> dict:
 def _tensors(output) -> list[torch.Tensor]:
     if isinstance(output, torch.Tensor):
         return [output]
-    return [tensor for item in output for tensor in _tensors(item)]
+    return [tensor for item in output if item is not None for tensor in _tensors(item)]  # no attention weights
 
 
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
@@ -329,12 +370,18 @@ def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
     if "edgetam" in model:
         names.add("EdgeTamVideoMemoryAttentionMLP")  # the product and its ReLU as one oneDNN call
         names.add("EdgeTamVideoPerceiverAttention")  # the 1-D latents' attention through the kernel
+        names.add("EdgeTamVideoRoPECrossAttention")  # the keys without RoPE scored at the memory's width
         monkeypatch.setattr(fast_sam2, "PERCEIVER_SCORES", 0)
     for module in segmenter.model.modules():
         if type(module).__name__.endswith("MemoryFuserCXBlock"):
             module.scale.data.fill_(1.0)
     calls = _captured_calls(segmenter, names)
     assert set(calls) == names
+    narrow_calls = []
+    narrow = cpu_attention.attention_with_narrow_keys
+    monkeypatch.setattr(
+        cpu_attention, "attention_with_narrow_keys", lambda *a, **k: narrow_calls.append(1) or narrow(*a, **k)
+    )
     for name, (module, args, kwargs) in calls.items():
         assert "forward" in vars(module), name
         with torch.inference_mode():
@@ -346,6 +393,7 @@ def test_reduced_precision_heads_match_transformers_modules(model, monkeypatch):
             assert a.shape == b.shape and a.dtype == b.dtype, name
             scale = a.float().abs().max().clamp_min(1e-3)
             assert (a.float() - b.float()).abs().max() <= 0.03 * scale, name
+    assert len(narrow_calls) == ("edgetam" in model)  # the cross-attention's keys without RoPE, scored narrow
 
 
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])

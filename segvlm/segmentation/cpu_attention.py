@@ -19,6 +19,7 @@ call falls back to ``scaled_dot_product_attention``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ QUERY_CHUNK = 256  # queries per fused graph: (256, ~29 k) float32 scores stay w
 MIN_SCORES = 1 << 22  # smaller attentions (queries x keys) skip the compiled kernel: not worth its first-use compile
 
 _compiled = None  # the compiled chunk function, built on first use
+_compiled_narrow = None  # the compiled chunk function with a second, narrower set of keys
 _unavailable: str | None = None  # why compilation failed, once it has
 
 
@@ -43,6 +45,26 @@ def _chunk(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: f
     """
     scores = torch.mm(query, key.t()).float()  # (c, N) float32
     weights = torch.exp((scores - scores.amax(dim=-1, keepdim=True)) * scale)  # (c, N) in (0, 1]
+    mixed = torch.mm(weights.to(value.dtype), value).float()  # (c, dv)
+    return (mixed / weights.sum(dim=-1, keepdim=True)).to(value.dtype)  # (c, dv)
+
+
+def _chunk_with_narrow_keys(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    narrow_query: torch.Tensor,
+    narrow_key: torch.Tensor,
+    narrow_bias: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """:func:`_chunk` over two sets of keys, the second given at a narrower width (see :func:`attention`):
+    (c, d) x (N1, d)^T and (c, d2) x (N2, d2)^T + (c, 1) bias -> one softmax over N1 + N2 -> (c, N1 + N2) x
+    (N1 + N2, dv) -> (c, dv). ``value`` holds the first set's rows, then the second's."""
+    scores = torch.mm(query, key.t()).float()  # (c, N1) float32
+    narrow = torch.mm(narrow_query, narrow_key.t()).float() + narrow_bias  # (c, N2) float32
+    peak = torch.maximum(scores.amax(dim=-1, keepdim=True), narrow.amax(dim=-1, keepdim=True))  # (c, 1)
+    weights = torch.cat([torch.exp((scores - peak) * scale), torch.exp((narrow - peak) * scale)], dim=-1)
     mixed = torch.mm(weights.to(value.dtype), value).float()  # (c, dv)
     return (mixed / weights.sum(dim=-1, keepdim=True)).to(value.dtype)  # (c, dv)
 
@@ -65,6 +87,13 @@ def _kernel():
     if _compiled is None:
         _compiled = torch.compile(_chunk, dynamic=True, fullgraph=True)
     return _compiled
+
+
+def _kernel_with_narrow_keys():
+    global _compiled_narrow
+    if _compiled_narrow is None:
+        _compiled_narrow = torch.compile(_chunk_with_narrow_keys, dynamic=True, fullgraph=True)
+    return _compiled_narrow
 
 
 def _compile_failed(error: Exception) -> None:
@@ -166,3 +195,68 @@ def attention(
     if value.shape[-1] == query.shape[-1]:
         return F.scaled_dot_product_attention(query, key, value, scale=scale)
     return _heads(_chunk, query, key, value, scale, chunk)
+
+
+@dataclass
+class NarrowKeys:
+    """A second set of keys given as the narrow features they are projected from: ``k = m W^T + b`` with (N2, d2)
+    features ``m``, d2 < d. Their scores are computed at the features' width, ``q . k = (q W) . m + q . b``
+    (exact arithmetic; other rounding), a (d / d2)-fold saving on their share of ``q k^T``.
+
+    EdgeTAM's memory cross-attention leaves half of its keys without RoPE (each memory frame's 256 1-D perceiver
+    latents, and the object pointers): those are 64-wide features under a 64 -> 256 key projection.
+    """
+
+    query: torch.Tensor  # (..., L, d2): the queries times the key projection, q W
+    key: torch.Tensor  # (..., N2, d2): the features the keys are projected from
+    bias: torch.Tensor  # (..., L, 1) float32: the queries times the projection's bias, q . b
+
+    @classmethod
+    def project(cls, query: torch.Tensor, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+        """For (..., heads, L, d) ``query``, (..., 1 or heads, N2, d2) ``features`` and a key projection of
+        (heads * d, d2) ``weight`` and (heads * d,) ``bias``."""
+        heads, width = query.shape[-3], query.shape[-1]
+        weight = weight.view(heads, width, -1)  # (heads, d, d2)
+        narrow_query = torch.matmul(query, weight)  # (..., heads, L, d2)
+        narrow_bias = torch.matmul(query.float(), bias.float().view(heads, width, 1))  # (..., heads, L, 1)
+        return cls(narrow_query, features, narrow_bias)
+
+
+def attention_with_narrow_keys(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    narrow: NarrowKeys,
+    value: torch.Tensor,
+    scale: float,
+    chunk: int = QUERY_CHUNK,
+) -> torch.Tensor:
+    """softmax over [q k^T, q n.key^T...] of (..., L, d) ``query`` against (..., N1, d) ``key`` and the
+    :class:`NarrowKeys` ``narrow`` (N2 more keys), times (..., N1 + N2, dv) ``value`` (the first set's rows, then
+    the second's); (..., L, dv) out in the value dtype. Compiled like :func:`attention` (CPU, bf16/fp16); eager
+    where compilation is unavailable or a dispatch mode is active."""
+    lead = query.shape[:-2]
+    flat = [
+        tensor.expand(*lead, *tensor.shape[-2:]).reshape(-1, *tensor.shape[-2:])
+        for tensor in (query, key, narrow.query, narrow.key, narrow.bias, value)
+    ]  # each (BH, rows, width)
+    shape = (*lead, query.shape[-2], value.shape[-1])
+    if usable(query) and _get_current_dispatch_mode() is None:
+        try:
+            return _narrow_heads(_kernel_with_narrow_keys(), flat, scale, chunk).reshape(shape)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: the eager maths
+            _compile_failed(error)
+    return _narrow_heads(_chunk_with_narrow_keys, flat, scale, chunk).reshape(shape)
+
+
+def _narrow_heads(kernel, flat: list[torch.Tensor], scale: float, chunk: int) -> torch.Tensor:
+    q, k, nq, nk, nb, v = flat
+    out = []
+    for index in range(q.shape[0]):
+        qh, kh, nqh, nkh, nbh, vh = (t[index] for t in (q, k, nq, nk, nb, v))
+        kh, nkh, vh = kh.contiguous(), nkh.contiguous(), vh.contiguous()
+        parts = [
+            kernel(qh[i : i + chunk], kh, nqh[i : i + chunk], nkh, nbh[i : i + chunk], vh, scale)
+            for i in range(0, qh.shape[0], chunk)
+        ]
+        out.append(torch.cat(parts))
+    return torch.stack(out)  # (BH, L, dv)

@@ -208,6 +208,38 @@ def _rope_self_attention(self, query, key, value, position_embeddings, **kwargs)
     return _self_attention(self, query, cos, sin, switch), None
 
 
+@dataclass(frozen=True)
+class _MemoryLayout:
+    """Where EdgeTAM's memory cross-attention keys take RoPE: each memory frame's tokens are its 1-D perceiver
+    latents (no RoPE) then its 2-D latents (RoPE over a small grid), and the object pointers (no RoPE) follow
+    the frames (transformers' ``apply_rotary_pos_emb_2d_cross_attn``)."""
+
+    frames: int
+    plain: int  # per frame: the 1-D latents
+    rotated: int  # per frame: the 2-D latents, one per grid position
+    pointers: int
+
+    @classmethod
+    def of(cls, keys: int, grid: int, pointers: int, frames: int) -> _MemoryLayout | None:
+        """The layout of ``keys`` tokens, or None where they do not split as above."""
+        if frames <= 0 or keys <= pointers:
+            return None
+        per_frame, rest = divmod(keys - pointers, frames)
+        if rest or per_frame < grid:
+            return None
+        return cls(frames, per_frame - grid, grid, pointers)
+
+    def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., N, C) -> the RoPE tokens (..., frames * rotated, C) and the others (..., frames * plain +
+        pointers, C), each in the order of ``tokens``."""
+        lead, width = tokens.shape[:-2], tokens.shape[-1]
+        framed = self.frames * (self.plain + self.rotated)
+        grouped = tokens[..., :framed, :].reshape(*lead, self.frames, self.plain + self.rotated, width)
+        rotated = grouped[..., self.plain :, :].reshape(*lead, -1, width)
+        plain = torch.cat([grouped[..., : self.plain, :].reshape(*lead, -1, width), tokens[..., framed:, :]], dim=-2)
+        return rotated, plain
+
+
 def _rope_cross_attention(
     self, query, key, value, position_embeddings, position_embeddings_k, num_k_exclude_rope=0, rope_k_repeat=0, **kwargs
 ):
@@ -216,39 +248,73 @@ def _rope_cross_attention(
 
     EdgeTAM's memory is a few hundred perceiver latents per frame, so projecting and rotating its keys each frame
     is cheap (unlike SAM 2's, which :class:`MemoryCache` caches); the attention over them is not: 4096 queries x
-    ~3.6 k keys per layer, whose second product shrinks from 256 to 64 wide with the values projected after.
+    ~3.6 k keys per layer, whose second product shrinks from 256 to 64 wide with the values projected after. Half
+    of the keys take no RoPE (:class:`_MemoryLayout`): their scores are computed at the memory's width of 64
+    (:class:`~segvlm.segmentation.cpu_attention.NarrowKeys`), a quarter of their cost at 256.
     """
     switch: Switch = self._segvlm_switch
     if not (switch.on and switch.reduced and cpu_attention.usable(query)):
         return type(self).forward(
             self, query, key, value, position_embeddings, position_embeddings_k, num_k_exclude_rope, rope_k_repeat
         )
-    from transformers.models.edgetam_video.modeling_edgetam_video import apply_rotary_pos_emb_2d_cross_attn
-
     batch, points = query.shape[:2]
     heads, head_dim = self.num_attention_heads, self.head_dim
     shape = (batch * points, -1, heads, head_dim)
-    q = self.q_proj(query).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
-    k = self.k_proj(key).view(*shape).transpose(1, 2)  # (BP, heads, N, head_dim)
     cos, sin = position_embeddings
     cos_k, sin_k = position_embeddings_k
+    q = self.q_proj(query).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
     q = cpu_attention.rope(q, cos, sin)
-    _, k = apply_rotary_pos_emb_2d_cross_attn(  # the keys (a one-row query: q has its RoPE already)
-        q[..., :1, :],
-        k,
-        cos=cos[..., :1, :],
-        sin=sin[..., :1, :],
-        cos_k=cos_k,
-        sin_k=sin_k,
-        repeat_freqs_k=rope_k_repeat,
-        num_k_exclude_rope=num_k_exclude_rope,
-    )
-    memory = value.reshape(batch * points, 1, value.shape[-2], value.shape[-1])  # (BP, 1, N, C_mem)
-    mixed = cpu_attention.attention(q, k, memory.expand(-1, heads, -1, -1), self.scaling)  # (BP, heads, HW, C_mem)
-    weight = self.v_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, C_mem)
-    out = torch.matmul(mixed, weight.transpose(-1, -2)) + self.v_proj.bias.view(heads, 1, head_dim)
-    out = out.transpose(1, 2).reshape(batch, points, -1, heads * head_dim)  # (B, P, HW, C)
-    return self.o_proj(out), None
+    width = value.shape[-1]
+    layout = _MemoryLayout.of(key.shape[-2], cos_k.shape[-2], num_k_exclude_rope, rope_k_repeat)
+    if layout is not None and layout.plain + layout.pointers > 0:
+        rotated, plain = layout.split(key.reshape(batch * points, 1, -1, width))  # (BP, 1, N_r / N_p, C_mem)
+        k = self.k_proj(rotated).view(*shape).transpose(1, 2)  # (BP, heads, N_r, head_dim)
+        cos_r, sin_r = (t.reshape(-1, head_dim).repeat(layout.frames, 1) for t in (cos_k, sin_k))  # (N_r, head_dim)
+        k = cpu_attention.rope(k, cos_r, sin_r)
+        narrow = cpu_attention.NarrowKeys.project(q, plain, self.k_proj.weight, self.k_proj.bias)
+        memory = torch.cat(layout.split(value.reshape(batch * points, 1, -1, width)), dim=-2)  # (BP, 1, N, C_mem)
+        mixed = cpu_attention.attention_with_narrow_keys(q, k, narrow, memory, self.scaling)  # (BP, heads, HW, C_mem)
+    else:
+        from transformers.models.edgetam_video.modeling_edgetam_video import apply_rotary_pos_emb_2d_cross_attn
+
+        k = self.k_proj(key).view(*shape).transpose(1, 2)  # (BP, heads, N, head_dim)
+        _, k = apply_rotary_pos_emb_2d_cross_attn(  # the keys (a one-row query: q has its RoPE already)
+            q[..., :1, :],
+            k,
+            cos=cos[..., :1, :],
+            sin=sin[..., :1, :],
+            cos_k=cos_k,
+            sin_k=sin_k,
+            repeat_freqs_k=rope_k_repeat,
+            num_k_exclude_rope=num_k_exclude_rope,
+        )
+        memory = value.reshape(batch * points, 1, value.shape[-2], width)  # (BP, 1, N, C_mem)
+        mixed = cpu_attention.attention(q, k, memory.expand(-1, heads, -1, -1), self.scaling)  # (BP, heads, HW, C_mem)
+    return _values_out(self, mixed).view(batch, points, -1, self.o_proj.out_features), None  # (B, P, HW, C)
+
+
+def _values_out(cross, mixed: torch.Tensor) -> torch.Tensor:
+    """``o_proj`` of the heads' ``v_proj`` of (B, heads, HW, C_mem) memory features mixed by the attention (the
+    values projected after it), as one product: (B * HW, C) out.
+
+    Both projections are linear, so ``O(V_h x_h + b_V) + b_O = sum_h (O_h V_h) x_h + (O b_V + b_O)``: a
+    (C, heads * C_mem) matrix instead of a 64 -> 256 and a 256 -> 256 product (one 4096 x 256 x 256 GEMM
+    and a pass over the map fewer per layer). The composed weight is taken in float32, rounded once, and kept on
+    the module until a weight changes."""
+    batch, heads, tokens, width = mixed.shape
+    v_proj, o_proj = cross.v_proj, cross.o_proj
+    params = (v_proj.weight, v_proj.bias, o_proj.weight, o_proj.bias)
+    key = (mixed.dtype, mixed.device, *(p._version for p in params))
+    cached = getattr(cross, "_segvlm_values_out", None)
+    if cached is None or cached[0] != key:
+        head_dim = v_proj.out_features // heads
+        inner = v_proj.weight.float().view(heads, head_dim, width)  # (heads, head_dim, C_mem)
+        outer = o_proj.weight.float().view(-1, heads, head_dim)  # (C, heads, head_dim)
+        weight = torch.einsum("chd,hdm->chm", outer, inner).reshape(outer.shape[0], heads * width)  # (C, heads*C_mem)
+        bias = o_proj.weight.float() @ v_proj.bias.float() + o_proj.bias.float()  # (C,)
+        cached = cross._segvlm_values_out = (key, weight.to(mixed.dtype), bias.to(mixed.dtype))
+    flat = mixed.transpose(1, 2).reshape(batch * tokens, heads * width)  # (B * HW, heads * C_mem)
+    return F.linear(flat, cached[1], cached[2])  # (B * HW, C)
 
 
 PERCEIVER_SCORES = 1 << 18  # perceiver attentions with this many query-key pairs (the 1-D latents') use the kernel
@@ -314,12 +380,10 @@ def _cross_attention(
         k[:, :, start:] = pointer_keys
     if cpu_attention.usable(q):
         mixed = cpu_attention.attention(q, k, values.expand(-1, heads, -1, -1), cross.scaling)  # (B, heads, HW, C_mem)
-        weight = cross.v_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, C_mem)
-        out = torch.matmul(mixed, weight.transpose(-1, -2))  # (B, heads, HW, head_dim)
-        out = out + cross.v_proj.bias.view(heads, 1, head_dim)
-    else:  # GPU: the fused attention kernel wants equal widths; project the values first
-        v = cross.v_proj(values).view(*shape).transpose(1, 2)  # (B, heads, N, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v, scale=cross.scaling)  # (B, heads, HW, head_dim)
+        return _values_out(cross, mixed).view(batch, 1, -1, cross.o_proj.out_features)  # (B, 1, HW, C)
+    # GPU: the fused attention kernel wants equal widths; project the values first
+    v = cross.v_proj(values).view(*shape).transpose(1, 2)  # (B, heads, N, head_dim)
+    out = F.scaled_dot_product_attention(q, k, v, scale=cross.scaling)  # (B, heads, HW, head_dim)
     out = out.transpose(1, 2).reshape(batch, 1, -1, heads * head_dim)  # (B, 1, HW, C)
     return cross.o_proj(out)
 
