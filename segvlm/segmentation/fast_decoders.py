@@ -36,15 +36,13 @@ from segvlm.segmentation.fast_switch import SWITCH_ATTRIBUTE, Switch
 
 # -- memory encoder (reduced precision) ---------------------------------------------------------------------
 def _channel_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """``gelu(layer_norm over the channels of (B, C, H, W) x)`` in float32, rounded once to ``x``'s dtype and
-    written channels-last: the layout the next convolution reads in place (written channels-first, the
-    downsampler's later convolutions reorder their inputs and its output meets the channels-last features in a
-    mixed-layout add: 7 % of the memory encoder on one thread)."""
+    """``gelu(layer_norm over the channels of (B, C, H, W) x)`` in float32, rounded once to ``x``'s dtype, in
+    ``x``'s layout."""
     values = x.float()
     centred = values - values.mean(dim=1, keepdim=True)  # (B, C, H, W)
     variance = (centred * centred).mean(dim=1, keepdim=True)  # (B, 1, H, W)
     normed = centred * torch.rsqrt(variance + eps) * weight.float()[:, None, None] + bias.float()[:, None, None]
-    return F.gelu(normed).to(x.dtype).contiguous(memory_format=torch.channels_last)
+    return F.gelu(normed).to(x.dtype)
 
 
 def _mask_downsampler_layer(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,12 +50,19 @@ def _mask_downsampler_layer(self, x: torch.Tensor) -> torch.Tensor:
     compiled pass while reduced-precision CPU paths are on. Its maps have 4 to 64 channels at 512 x 512 to
     128 x 128: transformers' norm permutes them to channels-last and normalises millions of 4- or 16-wide
     rows (8 ms at 1024 x 1024 input on one thread), then the GELU makes a second pass; the compiled pass
-    reads the conv's output once (about 1 ms per layer)."""
+    reads the conv's output once (about 1 ms per layer).
+
+    The result is channels-last, the layout the next convolution reads in place (channels-first, the
+    downsampler's later convolutions reorder their inputs and its output meets the channels-last features in a
+    mixed-layout add: 7 % of the memory encoder on one thread). The first layer's convolution (of the one-channel
+    mask) writes channels-first: its pass keeps that layout and torch's copy transposes the result, 0.7 ms at
+    512 x 512 x 4 where the compiled pass's own channels-last writes took 1.8 ms."""
     switch: Switch = self._segvlm_switch
     if not (switch.on and switch.reduced and cpu_attention.usable(x)):
         return type(self).forward(self, x)
     norm = self.layer_norm
-    return cpu_attention.fused(_channel_norm_gelu, self.conv(x), norm.weight, norm.bias, norm.eps)  # (B, C, H, W)
+    out = cpu_attention.fused(_channel_norm_gelu, self.conv(x), norm.weight, norm.bias, norm.eps)  # (B, C, H, W)
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def _is_norm_gelu_layer(module) -> bool:
