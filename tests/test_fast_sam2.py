@@ -234,6 +234,36 @@ def test_folded_convolutions_match_the_backbone_in_bfloat16():
         assert (a.float() - b.float()).abs().max() <= 0.05 * scale
 
 
+def test_folded_backbone_runs_compiled_and_falls_back_to_its_eager_copy(monkeypatch):
+    """The folded copy runs as a compiled graph with frozen weights; where compilation fails (said once) and with
+    gradients on, the eager copy runs instead: the same features within bf16 rounding."""
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.folded_backbone import Frozen, fold
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter
+
+    segmenter = EdgeTamVideoSegmenter.from_config(SegmenterConfig(model="tiny-random:edgetam", dtype="bfloat16"))
+    folded = fold(segmenter.model.vision_encoder.backbone.timm_model, torch.bfloat16)
+    frozen = Frozen(folded)
+    calls = []
+    compiled = frozen.compiled
+    frozen.compiled = lambda pixels: calls.append(1) or compiled(pixels)
+    pixels = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    pixels = pixels.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager, fast = folded(pixels), frozen(pixels)
+        assert calls == [1]
+        monkeypatch.setattr(cpu_attention, "_unavailable", "no compiler")
+        fallback = frozen(pixels)
+    assert calls == [1] and all(torch.equal(a, b) for a, b in zip(eager, fallback))
+    for a, b in zip(eager, fast):
+        assert a.shape == b.shape
+        assert (a.float() - b.float()).abs().max() <= 0.02 * a.float().abs().max()
+    monkeypatch.setattr(cpu_attention, "_unavailable", None)
+    with torch.enable_grad():
+        frozen(pixels)
+    assert calls == [1]  # gradients on: the eager copy
+
+
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])
 def test_float32_tracking_is_bit_identical_with_fast_paths(model):
     """The fast paths are on by default; in float32 only the exact savings run (no weights computed to be thrown

@@ -138,18 +138,24 @@ def fused(function, x: torch.Tensor, *args):
     return function(x, *args)
 
 
-def one_pass(function, *args):
-    """``function(*args)`` compiled (once per function, any shapes), or run eagerly where ``torch.compile`` cannot
-    run here or a dispatch mode (a flop counter, a profiler mode) is active."""
+def compiled_or_eager(compiled, eager, *args):
+    """``compiled(*args)`` (a ``torch.compile`` result), or ``eager(*args)`` where ``torch.compile`` cannot run here
+    (said once, then never tried again) or a dispatch mode (a flop counter, a profiler mode) is active."""
     if _unavailable is None and _get_current_dispatch_mode() is None:
         try:
-            compiled = _compiled_passes.get(function)
-            if compiled is None:
-                compiled = _compiled_passes[function] = torch.compile(function, dynamic=True, fullgraph=True)
             return compiled(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: use the eager ops
             _compile_failed(error)
-    return function(*args)
+    return eager(*args)
+
+
+def one_pass(function, *args):
+    """``function(*args)`` compiled (once per function, any shapes), or run eagerly where ``torch.compile`` cannot
+    run here or a dispatch mode (a flop counter, a profiler mode) is active."""
+    compiled = _compiled_passes.get(function)
+    if compiled is None:
+        compiled = _compiled_passes[function] = torch.compile(function, dynamic=True, fullgraph=True)
+    return compiled_or_eager(compiled, function, *args)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -81,16 +81,17 @@ def _cached_sine(self, shape, device, dtype, mask=None) -> torch.Tensor:
 
 def _folded_convolutions(self, pixel_values: torch.Tensor, **kwargs):
     """A timm convolutional backbone's ``forward`` (EdgeTAM's RepViT) through its inference copy
-    (:func:`segvlm.segmentation.folded_backbone.fold`: folded batch norms, channels-last, fused GELUs) while
-    reduced-precision paths are on; built once per dtype. Same function, other rounding; CPU only."""
+    (:func:`segvlm.segmentation.folded_backbone.fold`: folded batch norms, channels-last, fused GELUs; compiled
+    with its weights frozen) while reduced-precision paths are on; built once per dtype. Same function, other
+    rounding; CPU only."""
     switch: Switch = self._segvlm_switch
     if not (switch.on and switch.reduced) or pixel_values.device.type != "cpu":
         return type(self).forward(self, pixel_values, **kwargs)
     folded = self._segvlm_folded.get(pixel_values.dtype)
     if folded is None:
-        from segvlm.segmentation.folded_backbone import fold
+        from segvlm.segmentation.folded_backbone import Frozen, fold
 
-        folded = self._segvlm_folded[pixel_values.dtype] = fold(self, pixel_values.dtype)
+        folded = self._segvlm_folded[pixel_values.dtype] = Frozen(fold(self, pixel_values.dtype))
     return folded(pixel_values.contiguous(memory_format=torch.channels_last), **kwargs)
 
 
