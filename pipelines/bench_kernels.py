@@ -117,18 +117,18 @@ def bench_kernel() -> dict:
 def bench_repvit() -> dict:
     import timm
 
-    from segvlm.segmentation import folded_backbone
+    from segvlm.segmentation import folded_backbone, onednn
 
     backbone = timm.create_model("repvit_m1", features_only=True, out_indices=[0, 1, 2, 3]).eval()
     pixels = torch.randn(1, 3, 1024, 1024).to(torch.bfloat16)
     last = pixels.contiguous(memory_format=torch.channels_last)
     fused = folded_backbone.fold(backbone, torch.bfloat16)
-    available = folded_backbone.mkldnn_available
-    folded_backbone.mkldnn_available = lambda: False
+    available = onednn.available
+    onednn.available = lambda: False
     try:
         folded = folded_backbone.fold(backbone, torch.bfloat16)
     finally:
-        folded_backbone.mkldnn_available = available
+        onednn.available = available
     plain = backbone.to(torch.bfloat16)
     return {
         "as_built_ms": cpu_ms(lambda: plain(pixels), repeats=3),

@@ -337,9 +337,9 @@ def test_fold_fuses_gelus_only_where_onednn_can(fusion, monkeypatch):
     apart otherwise; both compute the backbone's function."""
     import timm
 
-    from segvlm.segmentation import folded_backbone
+    from segvlm.segmentation import folded_backbone, onednn
 
-    monkeypatch.setattr(folded_backbone, "mkldnn_available", lambda: fusion)
+    monkeypatch.setattr(onednn, "available", lambda: fusion)
     backbone = timm.create_model("repvit_m1", features_only=True, out_indices=[0, 1, 2, 3]).eval()
     folded = folded_backbone.fold(backbone, torch.bfloat16)
     fused = [m for m in folded.modules() if isinstance(m, folded_backbone.ConvGelu)]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segvlm.segmentation import cpu_attention
+from segvlm.segmentation import cpu_attention, onednn
 from segvlm.segmentation.fast_image_encoder import GLOBAL_TOKENS
 from segvlm.segmentation.fast_switch import SWITCH_ATTRIBUTE, Switch
 
@@ -102,19 +102,17 @@ def _fuser_block(self, hidden_states: torch.Tensor) -> torch.Tensor:
     mixed = self.depthwise_conv(hidden_states)  # (B, C, H, W)
     normed = cpu_attention.fused(_norm_channels_last, mixed, norm.weight, norm.bias, norm.eps)  # (B, H, W, C)
     flat = normed.view(-1, channels)  # (BHW, C)
-    expanded = torch.ops.mkldnn._linear_pointwise(flat, up.weight, up.bias, "gelu", [], "none")  # (BHW, 4C)
-    hidden = self.pointwise_conv2(expanded).view(batch, height, width, channels)  # (B, H, W, C)
+    expanded = onednn.linear(up, flat, "gelu")  # (BHW, 4C)
+    hidden = onednn.linear(self.pointwise_conv2, expanded).view(batch, height, width, channels)  # (B, H, W, C)
     return cpu_attention.fused(_scaled_residual, hidden_states, hidden, self.scale)  # (B, C, H, W)
 
 
 def _is_fuser_block(module) -> bool:
     """A ConvNeXt memory fuser block with a channels-first norm and the exact GELU, where oneDNN fuses it."""
-    from segvlm.segmentation.folded_backbone import mkldnn_available
-
     return (
         getattr(module.layer_norm, "data_format", None) == "channels_first"
         and getattr(module.activation, "act", None) is F.gelu
-        and mkldnn_available()
+        and onednn.available()
     )
 
 

@@ -26,7 +26,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from segvlm.segmentation import cpu_attention
+from segvlm.segmentation import cpu_attention, onednn
 from segvlm.segmentation.fast_switch import Switch
 
 GLOBAL_TOKENS = 1024  # image-encoder attentions over this many keys (the global blocks) use the chunked kernel
@@ -39,7 +39,8 @@ def _multiscale_attention(self, hidden_states: torch.Tensor, **kwargs) -> torch.
     from transformers.models.sam2.modeling_sam2 import do_pool
 
     batch_size, height, width, _ = hidden_states.shape
-    qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
+    qkv = onednn.linear(self.qkv, hidden_states) if self._segvlm_switch.reduced else self.qkv(hidden_states)
+    qkv = qkv.reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
     query, key, value = torch.unbind(qkv, 2)  # each (B, HW, heads, d)
     if self.query_stride:
         query = do_pool(query.reshape(batch_size, height, width, -1), self.query_stride)
@@ -51,7 +52,7 @@ def _multiscale_attention(self, hidden_states: torch.Tensor, **kwargs) -> torch.
     else:
         output = F.scaled_dot_product_attention(query, key, value, scale=self.scale)  # (B, heads, L, d)
     output = output.transpose(1, 2).contiguous().reshape(batch_size, height, width, -1)  # (B, H, W, C)
-    return self.proj(output)
+    return onednn.linear(self.proj, output) if self._segvlm_switch.reduced else self.proj(output)
 
 
 def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
@@ -102,23 +103,18 @@ def _gelu_mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
     switch: Switch = self._segvlm_switch
     if not (switch.on and switch.reduced) or hidden_states.device.type != "cpu":
         return type(self).forward(self, hidden_states)
-    lead = hidden_states.shape[:-1]
-    flat = hidden_states.reshape(-1, hidden_states.shape[-1])  # (tokens, C)
-    proj_in = self.proj_in
-    hidden = torch.ops.mkldnn._linear_pointwise(flat, proj_in.weight, proj_in.bias, "gelu", [], "none")  # (tokens, 4C)
-    return self.proj_out(hidden.view(*lead, -1))
+    hidden = onednn.linear(self.proj_in, hidden_states, "gelu")  # (..., 4C)
+    return onednn.linear(self.proj_out, hidden)  # (..., C)
 
 
 def _is_gelu_mlp(module) -> bool:
     """A two-layer ``Sam2FeedForward`` with the exact (erf) GELU, where oneDNN's fused product is available."""
-    from segvlm.segmentation.folded_backbone import mkldnn_available
-
     activation = getattr(module, "activation", None)
     return (
         module.num_layers == 2
         and not module.sigmoid_output
         and getattr(activation, "act", None) is F.gelu
-        and mkldnn_available()
+        and onednn.available()
     )
 
 

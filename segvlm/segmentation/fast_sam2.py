@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segvlm.segmentation import cpu_attention
+from segvlm.segmentation import cpu_attention, onednn
 from segvlm.segmentation.fast_decoders import (
     _few_keys_attention,
     _fuser_block,
@@ -190,16 +190,16 @@ def _uncached_self_attention(attn, hidden: torch.Tensor, cos: torch.Tensor, sin:
     batch, points = hidden.shape[:2]
     shape = (batch * points, -1, attn.num_attention_heads, attn.head_dim)
     width = attn.num_attention_heads * attn.head_dim
-    qkv = F.linear(hidden, *_stacked_projections(attn, hidden.dtype))  # (B, P, HW, 3C)
+    qkv = _stacked_projections(attn, hidden.dtype)(hidden)  # (B, P, HW, 3C)
     q, k, v = (x.reshape(*shape).transpose(1, 2) for x in qkv.split(width, dim=-1))  # each (BP, heads, HW, d)
     q = cpu_attention.rope(q, cos, sin)  # RoPE in float32, as transformers does
     k = cpu_attention.rope(k, cos, sin)
     out = cpu_attention.attention(q, k, v, attn.scaling)  # (BP, heads, HW, head_dim)
     out = out.transpose(1, 2).reshape(batch, points, -1, attn.num_attention_heads * attn.head_dim)  # (B, P, HW, C)
-    return attn.o_proj(out)
+    return onednn.linear(attn.o_proj, out)
 
 
-def _stacked_projections(attn, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _stacked_projections(attn, dtype: torch.dtype) -> onednn.Product:
     """The self-attention's ``q_proj``, ``k_proj`` and ``v_proj`` stacked into one (3C, C) weight and (3C,) bias in
     ``dtype`` (the same values): one product over the (4096, C) map instead of three (0.5 ms less per layer at
     two threads). Kept on the module until a weight changes."""
@@ -209,8 +209,8 @@ def _stacked_projections(attn, dtype: torch.dtype) -> tuple[torch.Tensor, torch.
     if cached is None or cached[0] != key:
         weight = torch.cat(params[0::2]).to(dtype)  # (3C, C)
         bias = torch.cat(params[1::2]).to(dtype)  # (3C,)
-        cached = attn._segvlm_qkv = (key, weight, bias)
-    return cached[1], cached[2]
+        cached = attn._segvlm_qkv = (key, onednn.Product(weight, bias))
+    return cached[1]
 
 
 def _rope_self_attention(self, query, key, value, position_embeddings, **kwargs):
@@ -276,7 +276,7 @@ def _rope_cross_attention(
     shape = (batch * points, -1, heads, head_dim)
     cos, sin = position_embeddings
     cos_k, sin_k = position_embeddings_k
-    q = self.q_proj(query).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
+    q = onednn.linear(self.q_proj, query).view(*shape).transpose(1, 2)  # (BP, heads, HW, head_dim)
     q = cpu_attention.rope(q, cos, sin)
     width = value.shape[-1]
     layout = _MemoryLayout.of(key.shape[-2], cos_k.shape[-2], num_k_exclude_rope, rope_k_repeat)
@@ -326,9 +326,9 @@ def _values_out(cross, mixed: torch.Tensor) -> torch.Tensor:
         outer = o_proj.weight.float().view(-1, heads, head_dim)  # (C, heads, head_dim)
         weight = torch.einsum("chd,hdm->chm", outer, inner).reshape(outer.shape[0], heads * width)  # (C, heads*C_mem)
         bias = o_proj.weight.float() @ v_proj.bias.float() + o_proj.bias.float()  # (C,)
-        cached = cross._segvlm_values_out = (key, weight.to(mixed.dtype), bias.to(mixed.dtype))
+        cached = cross._segvlm_values_out = (key, onednn.Product(weight.to(mixed.dtype), bias.to(mixed.dtype)))
     flat = mixed.transpose(1, 2).reshape(batch * tokens, heads * width)  # (B * HW, heads * C_mem)
-    return F.linear(flat, cached[1], cached[2])  # (B * HW, C)
+    return cached[1](flat)  # (B * HW, C)
 
 
 PERCEIVER_SCORES = 1 << 18  # perceiver attentions with this many query-key pairs (the 1-D latents') use the kernel
@@ -375,7 +375,7 @@ def _cross_attention(
     """
     batch, heads, head_dim = query.shape[0], cross.num_attention_heads, cross.head_dim
     shape = (batch, -1, heads, head_dim)
-    q = cross.q_proj(query).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
+    q = onednn.linear(cross.q_proj, query).view(*shape).transpose(1, 2)  # (B, heads, HW, head_dim)
     q = cpu_attention.rope(q, cos, sin)
     values = memory  # (B, 1, N_mem, C_mem)
     pointer_keys = None
@@ -483,7 +483,11 @@ def _fast_prepare(
         query = layer.layer_norm2(queries)
         queries = queries + _cross_attention(cross, query, keys, temporal_keys, memory, pointers, cos, sin)
         query = layer.layer_norm3(queries)
-        queries = queries + layer.linear2(layer.activation(layer.linear1(query)))
+        if type(layer.activation) in (nn.ReLU, _InPlaceReLU):  # the ReLU fused into the first product
+            hidden = onednn.linear(layer.linear1, query, "relu")  # (B, 1, HW, 8C)
+        else:
+            hidden = layer.activation(onednn.linear(layer.linear1, query))
+        queries = queries + onednn.linear(layer.linear2, hidden)
     normed = attention.layer_norm(queries).transpose(0, 1)  # (1, B, HW, C)
     return normed.squeeze(1).transpose(1, 2).view(batch_size, num_channels, height, width)  # (B, C, H, W)
 
@@ -497,16 +501,13 @@ def _relu_mlp(self, x: torch.Tensor) -> torch.Tensor:
     if not (switch.on and switch.reduced) or x.device.type != "cpu" or self.training:
         return type(self).forward(self, x)
     up = self.up_proj
-    flat = x.reshape(-1, x.shape[-1])  # (tokens, C)
-    hidden = torch.ops.mkldnn._linear_pointwise(flat, up.weight, up.bias, "relu", [], "none")  # (tokens, 8C)
-    return self.down_proj(hidden.view(*x.shape[:-1], -1))  # (..., C)
+    hidden = onednn.linear(up, x, "relu")  # (..., 8C)
+    return onednn.linear(self.down_proj, hidden)  # (..., C)
 
 
 def _is_relu_mlp(module) -> bool:
     """EdgeTAM's memory-attention MLP with a ReLU (possibly already the in-place one), where oneDNN fuses it."""
-    from segvlm.segmentation.folded_backbone import mkldnn_available
-
-    return type(module.act_fn) in (nn.ReLU, _InPlaceReLU) and mkldnn_available()
+    return type(module.act_fn) in (nn.ReLU, _InPlaceReLU) and onednn.available()
 
 
 class _InPlaceReLU(nn.ReLU):

@@ -21,10 +21,11 @@ bit-for-bit, so :mod:`segvlm.segmentation.fast_image_encoder` uses the copy only
 from __future__ import annotations
 
 import copy
-import functools
 
 import torch
 from torch import nn
+
+from segvlm.segmentation import onednn
 
 
 class ConvGelu(nn.Module):
@@ -64,24 +65,6 @@ def fuse_conv_gelu(module: nn.Module) -> int:
     return fused
 
 
-@functools.cache
-def mkldnn_available() -> bool:
-    """Whether oneDNN's fused convolution and linear products (private ops that ``torch.compile`` uses on CPU) run
-    here with the signatures this module calls: tried once on tiny bf16 inputs, so that a torch release that
-    changes them turns the fusion off instead of failing a frame."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        with torch.inference_mode():
-            x = torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16)
-            ConvGelu(nn.Conv2d(2, 2, 1).to(torch.bfloat16))(x)
-            linear = nn.Linear(2, 2).to(torch.bfloat16)
-            torch.ops.mkldnn._linear_pointwise(x.view(-1, 2), linear.weight, linear.bias, "gelu", [], "none")
-    except (AttributeError, RuntimeError, TypeError):
-        return False
-    return True
-
-
 class Frozen:
     """A folded backbone called through ``torch.compile`` with ``freezing`` (its parameters become constants of the
     graph: a snapshot, as the folded copy already is), under inference mode; the eager copy where compilation
@@ -109,6 +92,6 @@ def fold(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
     plain = copy.deepcopy(backbone).float()
     vars(plain).pop("forward", None)
     folded = reparameterize_model(plain, inplace=True)
-    if mkldnn_available():
+    if onednn.available():
         fuse_conv_gelu(folded)
     return folded.to(dtype).to(memory_format=torch.channels_last).eval()
