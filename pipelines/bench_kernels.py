@@ -10,14 +10,17 @@ less than wall time. Pieces:
 * ``kernel``: one 256-query chunk of the chunked attention, scale before against inside the exponential, on the
   SAM 2 memory cross-attention shape and the image encoder's global-block shape;
 * ``repvit``: EdgeTAM's RepViT-M1 at 1024 x 1024 in bf16, as built against the folded channels-last copy with
-  and without fused GELUs;
+  and without fused GELUs, and compiled with frozen weights;
 * ``memory_encoder``: EdgeTAM's mask downsampler, a memory fuser block and the whole encoder (channels-last),
   transformers' code against the fast paths (norm+GELU compiled, GELU fused into the product);
 * ``mask_decoder``: EdgeTAM's mask decoder on tracking's call, transformers' layouts against the fast path's;
 * ``high_res_mask``: a tracked frame's 1024 x 1024 mask, three candidates upsampled against the kept one;
 * ``perceiver``: EdgeTAM's perceiver attention of 256 latents over 4096 tokens, SDPA against the chunked kernel;
 * ``few_keys``: the mask decoder's attention of 4096 image tokens to 8 prompt tokens, SDPA against block-diagonal
-  products.
+  products;
+* ``memory_attention``: EdgeTAM's whole memory attention on a full memory bank, transformers' code against the fast
+  paths;
+* ``packed_linear``: a oneDNN product with its ReLU, the weight as stored against packed once.
 
     python pipelines/bench_kernels.py --json kernels.json
 """
@@ -130,10 +133,12 @@ def bench_repvit() -> dict:
     finally:
         onednn.available = available
     plain = backbone.to(torch.bfloat16)
+    compiled = folded_backbone.Frozen(fused)  # the graph with frozen weights the fast path runs
     return {
         "as_built_ms": cpu_ms(lambda: plain(pixels), repeats=3),
         "folded_channels_last_ms": cpu_ms(lambda: folded(last), repeats=3),
         "folded_fused_gelu_ms": cpu_ms(lambda: fused(last), repeats=3),
+        "folded_compiled_ms": cpu_ms(lambda: compiled(last), repeats=3),
     }
 
 
@@ -240,6 +245,51 @@ def bench_high_res_mask() -> dict:
     return {"three_masks_ms": cpu_ms(all_three), "kept_mask_ms": cpu_ms(kept_one), "same_bits": same}
 
 
+def bench_memory_attention() -> dict:
+    """EdgeTAM's whole memory attention (2 layers) on a full memory bank (7 frames of 512 perceiver latents and 40
+    object-pointer tokens): transformers' code against the fast paths (both attentions through the kernel, the
+    cross-attention's keys without RoPE scored at 64 wide, the values projected after it with o_proj composed,
+    the stacked q/k/v product, the MLP's ReLU fused)."""
+    holder, attention = _edgetam_module("EdgeTamVideoMemoryAttention", lambda config: (config,))
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+
+    frames, pointers = 7, 40
+    keys = frames * 512 + pointers
+    inputs = {
+        "current_vision_features": randn(4096, 1, 256),
+        "memory": randn(keys, 1, 64),
+        "current_vision_position_embeddings": randn(4096, 1, 256),
+        "memory_posision_embeddings": randn(keys, 1, 64),
+        "num_object_pointer_tokens": pointers,
+        "num_spatial_memory_tokens": frames,
+    }
+    return _fast_and_plain(holder, lambda: attention(**inputs))
+
+
+def bench_packed_linear() -> dict:
+    """The memory-attention MLP's first product (4096 x 256 -> 2048, ReLU) through oneDNN with the weight as stored
+    against packed once into oneDNN's layout (:mod:`segvlm.segmentation.onednn`)."""
+    from segvlm.segmentation import onednn
+
+    layer = torch.nn.Linear(256, 2048).to(torch.bfloat16)
+    x = torch.randn(4096, 256).to(torch.bfloat16)
+    product = onednn.Product(layer.weight, layer.bias)
+    with torch.inference_mode():
+        same = torch.equal(
+            product(x, "relu"), torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "relu", [], "none")
+        )
+    return {
+        "as_stored_ms": cpu_ms(
+            lambda: torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "relu", [], "none")
+        ),
+        "packed_ms": cpu_ms(lambda: product(x, "relu")),
+        "same_bits": same,
+    }
+
+
 BENCHES = {
     "rope": bench_rope,
     "mlp": bench_mlp,
@@ -251,6 +301,8 @@ BENCHES = {
     "high_res_mask": bench_high_res_mask,
     "perceiver": bench_perceiver,
     "few_keys": bench_few_keys,
+    "memory_attention": bench_memory_attention,
+    "packed_linear": bench_packed_linear,
 }
 
 
