@@ -50,3 +50,13 @@ def test_without_onednn_the_product_is_f_linear(monkeypatch):
         assert torch.equal(onednn.Product(layer.weight, layer.bias)(x.float().to(torch.bfloat16)), layer(x))
     float_layer = torch.nn.Linear(32, 48)
     assert torch.equal(onednn.linear(float_layer, x.float()), float_layer(x.float()))  # float32: never packed
+
+
+def test_a_flop_counter_sees_the_product():
+    """The benchmark counts a frame's FLOPs with FlopCounterMode, which cannot see oneDNN's private operators."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer, x = _layer()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        onednn.linear(layer, x, "relu")
+    assert counter.get_total_flops() == 2 * 140 * 32 * 48

@@ -3,14 +3,17 @@
 Where a tracked SAM 2 frame spends its time on CPU (hiera-tiny, bf16, BENCHMARKS.md): about half in the four
 memory cross-attentions (4096 queries x ~29 k memory keys, one head of width 256), a third in the image
 encoder, the rest in the memory self-attentions, projections and the decoders. The fast paths change how that
-work is done, never what is computed. They live in four modules:
+work is done, never what is computed. They live in four modules, with three helpers:
 
 * this one: the memory attention, the memory-attention MLP, :class:`MemoryCache` and :func:`install`;
 * :mod:`segvlm.segmentation.fast_image_encoder`: the image encoder (Hiera and its neck, EdgeTAM's RepViT);
 * :mod:`segvlm.segmentation.fast_decoders`: the memory encoder, the mask decoder and the tracked frame's
   ``_single_frame_forward``;
 * :mod:`segvlm.segmentation.fast_switch`: the per-model :class:`~segvlm.segmentation.fast_switch.Switch` they
-  all read.
+  all read;
+* helpers: :mod:`segvlm.segmentation.cpu_attention` (the chunked attention kernel, compiled elementwise passes),
+  :mod:`segvlm.segmentation.onednn` (linear layers with packed weights and fused activations),
+  :mod:`segvlm.segmentation.folded_backbone` (EdgeTAM's RepViT as a folded, compiled inference copy).
 
 This module's paths, reduced precision only (bf16/fp16; float32 keeps transformers' code path and its bits):
 
@@ -20,12 +23,17 @@ This module's paths, reduced precision only (bf16/fp16; float32 keeps transforme
   linear: ``RoPE(k_proj(m + p + t)) = RoPE(k_proj(m + p)) + RoPE(W_k t)``);
 * memory values after the attention: the values are ``v_proj`` of 64-wide memory features, and softmax rows
   sum to one, so ``softmax(QK^T)(M W_v^T + b) = (softmax(QK^T) M) W_v^T + b``: the second attention product
-  is 64 wide instead of 256 (4x fewer FLOPs);
+  is 64 wide instead of 256 (4x fewer FLOPs); ``v_proj`` and ``o_proj`` then compose into one (C, C_mem)
+  product;
+* EdgeTAM's memory keys without RoPE (each memory frame's 1-D perceiver latents and the object pointers, half of
+  them): ``q . (W_k m + b) = (q W_k) . m + q . b``, so their scores are computed at the memory's width of 64
+  (:class:`~segvlm.segmentation.cpu_attention.NarrowKeys`);
 * both memory attentions (self and cross) run through :func:`segvlm.segmentation.cpu_attention.attention`:
   bf16 GEMMs over query chunks with a float32 softmax, compiled, 1.5-3x the rate of the CPU flash kernel on
   these shapes; their RoPE (float32, rounded back) in one compiled pass, and the temporal term of the memory
   keys computed once per session;
-* EdgeTAM's memory-attention MLP with its first product, bias and ReLU as one oneDNN product.
+* the self-attention's q, k and v projections as one stacked product; the projections and MLPs through oneDNN
+  with packed weights (:mod:`segvlm.segmentation.onednn`), the MLP's ReLU fused into its first product.
 
 Exact in every dtype: the memory-attention MLP's ReLU runs in place on its fresh hidden map.
 

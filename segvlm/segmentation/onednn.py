@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 POST_OPS = {"none": None, "relu": F.relu, "gelu": F.gelu}  # oneDNN's post-op name -> the function it applies
 
@@ -70,8 +71,9 @@ class Product:
     packed: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, post_op: str = "none") -> torch.Tensor:
-        """``post_op(x W^T + b)`` for (..., in) ``x``, ``post_op`` one of :data:`POST_OPS`; (..., out) out."""
-        if not (packable(x) and self.weight.dtype == x.dtype):
+        """``post_op(x W^T + b)`` for (..., in) ``x``, ``post_op`` one of :data:`POST_OPS`; (..., out) out. Under a
+        dispatch mode (a flop counter) the plain product runs, which the mode can see."""
+        if not (packable(x) and self.weight.dtype == x.dtype) or _get_current_dispatch_mode() is not None:
             out = F.linear(x, self.weight, self.bias)
             activation = POST_OPS[post_op]
             return out if activation is None else activation(out)
