@@ -10,9 +10,9 @@ computes the same function with:
 * channels-last memory throughout, the layout oneDNN's bf16 convolutions work in;
 * each convolution followed by an exact GELU fused with it (oneDNN's GELU post-op on the float32 accumulator,
   rounded once instead of twice);
-* run as one inductor graph with its weights frozen as constants (:class:`Frozen`): oneDNN-prepacked
-  convolution weights, the squeeze-excitation gates and residual additions fused into the passes around them
-  (about 15 % of the encoder; compiled on first use, a few seconds, cached on disk by torch).
+* run as one inductor graph with its weights frozen as constants (:class:`Frozen`): convolution weights packed
+  for oneDNN once, each squeeze-excitation gate (sigmoid and product) one pass (about 5 % of the encoder;
+  compiled on a process's first frame: about 6 s the first time on a machine, 2 s with torch's disk cache).
 
 Same function, other rounding: results agree with the plain backbone within bf16 rounding (tested), never
 bit-for-bit, so :mod:`segvlm.segmentation.fast_image_encoder` uses the copy only on reduced-precision CPU frames.
