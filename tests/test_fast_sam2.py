@@ -58,6 +58,30 @@ def test_narrow_keys_score_like_their_projections(heads):
     assert (out.float() - reference).abs().max() < 0.03
 
 
+def test_stacked_and_composed_products_follow_weight_changes():
+    """The stacked q/k/v product and the composed value-output product are cached per module and rebuilt when one
+    of their weights changes."""
+    from transformers import EdgeTamVideoConfig
+    from transformers.models.edgetam_video.modeling_edgetam_video import EdgeTamVideoMemoryAttentionLayer
+
+    layer = EdgeTamVideoMemoryAttentionLayer(EdgeTamVideoConfig()).to(torch.bfloat16).eval()
+    generator = torch.Generator().manual_seed(7)
+    hidden = torch.randn(1, 1, 64, 256, generator=generator).to(torch.bfloat16)
+    mixed = torch.randn(1, 1, 64, 64, generator=generator).to(torch.bfloat16)
+    with torch.inference_mode():
+        for _ in range(2):
+            attn, cross = layer.self_attn, layer.cross_attn_image
+            stacked = fast_sam2._stacked_projections(attn, torch.bfloat16)(hidden)
+            expected = torch.cat([attn.q_proj(hidden), attn.k_proj(hidden), attn.v_proj(hidden)], dim=-1)
+            assert (stacked.float() - expected.float()).abs().max() <= 0.02 * expected.float().abs().max()
+            values = fast_sam2._values_out(cross, mixed)
+            expected = cross.o_proj(cross.v_proj(mixed[0, 0]))
+            assert (values.float() - expected.float()).abs().max() <= 0.03 * expected.float().abs().max()
+            with torch.no_grad():  # the second round reads changed weights
+                attn.k_proj.weight.mul_(-3)
+                cross.v_proj.bias.add_(1)
+
+
 def test_edgetam_memory_layout_splits_keys_as_transformers_rotates_them():
     """The keys EdgeTAM's cross-attention rotates (each frame's 2-D latents) and those it leaves (1-D latents,
     object pointers), found by rotating an index map with transformers' own function."""
@@ -235,8 +259,9 @@ def test_folded_convolutions_match_the_backbone_in_bfloat16():
 
 
 def test_folded_backbone_runs_compiled_and_falls_back_to_its_eager_copy(monkeypatch):
-    """The folded copy runs as a compiled graph with frozen weights; where compilation fails (said once) and with
-    gradients on, the eager copy runs instead: the same features within bf16 rounding."""
+    """The folded copy runs as a compiled graph with frozen weights; with gradients on, where compiled code cannot
+    run, and where this graph fails to compile (said once, without turning off the other compiled paths) the
+    eager copy runs instead: the same features within bf16 rounding."""
     from segvlm.config import SegmenterConfig
     from segvlm.segmentation.folded_backbone import Frozen, fold
     from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter
@@ -244,24 +269,38 @@ def test_folded_backbone_runs_compiled_and_falls_back_to_its_eager_copy(monkeypa
     segmenter = EdgeTamVideoSegmenter.from_config(SegmenterConfig(model="tiny-random:edgetam", dtype="bfloat16"))
     folded = fold(segmenter.model.vision_encoder.backbone.timm_model, torch.bfloat16)
     frozen = Frozen(folded)
-    calls = []
-    compiled = frozen.compiled
-    frozen.compiled = lambda pixels: calls.append(1) or compiled(pixels)
     pixels = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     pixels = pixels.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         eager, fast = folded(pixels), frozen(pixels)
-        assert calls == [1]
-        monkeypatch.setattr(cpu_attention, "_unavailable", "no compiler")
-        fallback = frozen(pixels)
-    assert calls == [1] and all(torch.equal(a, b) for a, b in zip(eager, fallback))
+    assert frozen.compiled is not None and frozen.failed is None
     for a, b in zip(eager, fast):
         assert a.shape == b.shape
         assert (a.float() - b.float()).abs().max() <= 0.02 * a.float().abs().max()
-    monkeypatch.setattr(cpu_attention, "_unavailable", None)
+
+    calls = []
+    compiled = frozen.compiled
+    frozen.compiled = lambda x: calls.append(1) or compiled(x)
     with torch.enable_grad():
         frozen(pixels)
-    assert calls == [1]  # gradients on: the eager copy
+    monkeypatch.setattr(cpu_attention, "_unavailable", "no compiler")
+    with torch.inference_mode():
+        assert all(torch.equal(a, b) for a, b in zip(eager, frozen(pixels)))
+    assert calls == []  # gradients on, then no compiler: the eager copy both times
+    monkeypatch.setattr(cpu_attention, "_unavailable", None)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    failing = Frozen(folded)
+    with torch.inference_mode():
+        with pytest.warns(RuntimeWarning, match="could not compile EdgeTAM's image encoder"):
+            fallback = failing(pixels)
+        again = failing(pixels)  # no second warning, no second try
+    assert failing.failed and all(torch.equal(a, b) for a, b in zip(eager, fallback))
+    assert all(torch.equal(a, b) for a, b in zip(eager, again))
+    assert cpu_attention._unavailable is None  # the attention kernel and fused passes stay compiled
 
 
 @pytest.mark.parametrize("model", ["tiny-random:sam2", "tiny-random:edgetam"])

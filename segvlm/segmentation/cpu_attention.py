@@ -138,24 +138,24 @@ def fused(function, x: torch.Tensor, *args):
     return function(x, *args)
 
 
-def compiled_or_eager(compiled, eager, *args):
-    """``compiled(*args)`` (a ``torch.compile`` result), or ``eager(*args)`` where ``torch.compile`` cannot run here
-    (said once, then never tried again) or a dispatch mode (a flop counter, a profiler mode) is active."""
-    if _unavailable is None and _get_current_dispatch_mode() is None:
-        try:
-            return compiled(*args)
-        except Exception as error:  # noqa: BLE001 - any compiler failure means: use the eager ops
-            _compile_failed(error)
-    return eager(*args)
+def compilable() -> bool:
+    """Whether compiled code may run now: ``torch.compile`` has not failed here, and no dispatch mode (a flop counter,
+    a profiler mode) is active, which compiled code would bypass."""
+    return _unavailable is None and _get_current_dispatch_mode() is None
 
 
 def one_pass(function, *args):
     """``function(*args)`` compiled (once per function, any shapes), or run eagerly where ``torch.compile`` cannot
-    run here or a dispatch mode (a flop counter, a profiler mode) is active."""
-    compiled = _compiled_passes.get(function)
-    if compiled is None:
-        compiled = _compiled_passes[function] = torch.compile(function, dynamic=True, fullgraph=True)
-    return compiled_or_eager(compiled, function, *args)
+    run here (said once, then never tried again) or a dispatch mode (a flop counter, a profiler mode) is active."""
+    if compilable():
+        try:
+            compiled = _compiled_passes.get(function)
+            if compiled is None:
+                compiled = _compiled_passes[function] = torch.compile(function, dynamic=True, fullgraph=True)
+            return compiled(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: use the eager ops
+            _compile_failed(error)
+    return function(*args)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -207,7 +207,8 @@ def attention(
 class NarrowKeys:
     """A second set of keys given as the narrow features they are projected from: ``k = m W^T + b`` with (N2, d2)
     features ``m``, d2 < d. Their scores are computed at the features' width, ``q . k = (q W) . m + q . b``
-    (exact arithmetic; other rounding), a (d / d2)-fold saving on their share of ``q k^T``.
+    (exact arithmetic; other rounding): a (d / d2)-fold saving on their share of ``q k^T``, less the (L, d) x
+    (d, d2) product ``q W``, a net saving once N2 > d d2 / (d - d2) (85 keys for EdgeTAM's 256 and 64).
 
     EdgeTAM's memory cross-attention leaves half of its keys without RoPE (each memory frame's 256 1-D perceiver
     latents, and the object pointers): those are 64-wide features under a 64 -> 256 key projection.

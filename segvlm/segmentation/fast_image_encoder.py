@@ -136,7 +136,7 @@ def _composed(lateral: torch.nn.Conv2d, projection: torch.nn.Conv2d, dtype: torc
     """``projection(lateral(x))`` of two 1x1 convolutions as one: its (C_out, C_in, 1, 1) weight and (C_out,) bias
     in ``dtype``, the product taken in float32 and rounded once; kept on ``lateral`` and rebuilt when a weight
     changes."""
-    versions = tuple(p._version for p in (lateral.weight, lateral.bias, projection.weight, projection.bias))
+    versions = onednn.weights_key(lateral.weight, lateral.bias, projection.weight, projection.bias)
     cached = lateral._segvlm_composed.get(dtype)
     if cached is None or cached[0] != versions:
         outer = projection.weight.float()[:, :, 0, 0]  # (C_out, C)

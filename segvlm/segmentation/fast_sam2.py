@@ -28,7 +28,8 @@ This module's paths, reduced precision only (bf16/fp16; float32 keeps transforme
 * EdgeTAM's memory keys without RoPE (each memory frame's 1-D perceiver latents and the object pointers, half of
   them): ``q . (W_k m + b) = (q W_k) . m + q . b``, so their scores are computed at the memory's width of 64
   (:class:`~segvlm.segmentation.cpu_attention.NarrowKeys`);
-* both memory attentions (self and cross) run through :func:`segvlm.segmentation.cpu_attention.attention`:
+* both memory attentions (self and cross) run through :func:`segvlm.segmentation.cpu_attention.attention`
+  (EdgeTAM's cross-attention through its two-key-set form, ``attention_with_narrow_keys``):
   bf16 GEMMs over query chunks with a float32 softmax, compiled, 1.5-3x the rate of the CPU flash kernel on
   these shapes; their RoPE (float32, rounded back) in one compiled pass, and the temporal term of the memory
   keys computed once per session;
@@ -212,7 +213,7 @@ def _stacked_projections(attn, dtype: torch.dtype) -> onednn.Product:
     ``dtype`` (the same values): one product over the (4096, C) map instead of three (0.5 ms less per layer at
     two threads). Kept on the module until a weight changes."""
     params = [p for proj in (attn.q_proj, attn.k_proj, attn.v_proj) for p in (proj.weight, proj.bias)]
-    key = (dtype, params[0].device, *(p._version for p in params))
+    key = (dtype, onednn.weights_key(*params))
     cached = getattr(attn, "_segvlm_qkv", None)
     if cached is None or cached[0] != key:
         weight = torch.cat(params[0::2]).to(dtype)  # (3C, C)
@@ -325,8 +326,7 @@ def _values_out(cross, mixed: torch.Tensor) -> torch.Tensor:
     the module until a weight changes."""
     batch, heads, tokens, width = mixed.shape
     v_proj, o_proj = cross.v_proj, cross.o_proj
-    params = (v_proj.weight, v_proj.bias, o_proj.weight, o_proj.bias)
-    key = (mixed.dtype, mixed.device, *(p._version for p in params))
+    key = (mixed.dtype, onednn.weights_key(v_proj.weight, v_proj.bias, o_proj.weight, o_proj.bias))
     cached = getattr(cross, "_segvlm_values_out", None)
     if cached is None or cached[0] != key:
         head_dim = v_proj.out_features // heads

@@ -21,6 +21,7 @@ bit-for-bit, so :mod:`segvlm.segmentation.fast_image_encoder` uses the copy only
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -67,19 +68,37 @@ def fuse_conv_gelu(module: nn.Module) -> int:
 
 class Frozen:
     """A folded backbone called through ``torch.compile`` with ``freezing`` (its parameters become constants of the
-    graph: a snapshot, as the folded copy already is), under inference mode; the eager copy where compilation
-    is unavailable here (:func:`segvlm.segmentation.cpu_attention.compiled_or_eager`) or gradients are on."""
+    graph: a snapshot, as the folded copy already is) while gradients are off; the eager copy where gradients are
+    on, where compiled code cannot run here (:func:`segvlm.segmentation.cpu_attention.compilable`) or where this
+    graph failed to compile (said once; the other compiled paths are not affected).
+
+    Compiled for one input shape (``dynamic=False``: the model's input size is fixed); the first call compiles,
+    about 6 s the first time on a machine and 2 s with torch's disk cache, which pays for itself after a few
+    hundred frames (about 3 ms a frame at two threads)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-        self.compiled = torch.compile(module, dynamic=False, options={"freezing": True})
+        self.compiled = None
+        self.failed: str | None = None
 
     def __call__(self, pixels: torch.Tensor, **kwargs):
-        from segvlm.segmentation.cpu_attention import compiled_or_eager
+        from segvlm.segmentation.cpu_attention import compilable
 
-        if kwargs or torch.is_grad_enabled():
+        if kwargs or torch.is_grad_enabled() or self.failed or not compilable():
             return self.module(pixels, **kwargs)
-        return compiled_or_eager(self.compiled, self.module, pixels)
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
+            return self.compiled(pixels)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: the eager copy
+            self.failed = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            warnings.warn(
+                f"segvlm could not compile EdgeTAM's image encoder ({self.failed}); running its eager copy instead "
+                "(slower, same results).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return self.module(pixels)
 
 
 def fold(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:

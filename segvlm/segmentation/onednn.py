@@ -56,40 +56,65 @@ def pack(weight: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
 
 
-def packable(x: torch.Tensor) -> bool:
-    """Whether products with ``x`` take the packed path: a bf16 CPU tensor where oneDNN's products are available."""
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and available()
+def fusable(x: torch.Tensor) -> bool:
+    """Whether products with ``x`` go through oneDNN: a bf16 or fp16 CPU tensor with gradients off (oneDNN's
+    products have no backward) where its operators are available and no dispatch mode (a flop counter, which
+    cannot see them) is active. bf16 weights are also packed (:func:`pack`)."""
+    return (
+        x.dtype in (torch.bfloat16, torch.float16)
+        and x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and _get_current_dispatch_mode() is None
+        and available()
+    )
+
+
+def weights_key(*tensors: torch.Tensor | None) -> tuple:
+    """What identifies the values of ``tensors`` for a cache of something computed from them: each one's storage,
+    dtype, device and version (bumped by in-place changes; not by writes through ``.data``). Inference tensors
+    have no version; their values cannot change outside inference mode."""
+
+    def version(tensor: torch.Tensor) -> int:
+        try:
+            return tensor._version
+        except RuntimeError:  # an inference tensor
+            return -1
+
+    return tuple(None if t is None else (t.data_ptr(), t.dtype, t.device, tuple(t.shape), version(t)) for t in tensors)
 
 
 @dataclass
 class Product:
-    """A linear map, (out, in) ``weight`` and (out,) ``bias``, applied by oneDNN with the weight packed on first use
-    where :func:`packable`, else by ``F.linear`` (the same function)."""
+    """A linear map, (out, in) ``weight`` and (out,) ``bias``, applied by oneDNN where :func:`fusable` (the weight
+    packed on first use in bf16), else by ``F.linear`` and the activation (the same function)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
     packed: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, post_op: str = "none") -> torch.Tensor:
-        """``post_op(x W^T + b)`` for (..., in) ``x``, ``post_op`` one of :data:`POST_OPS`; (..., out) out. Under a
-        dispatch mode (a flop counter) the plain product runs, which the mode can see."""
-        if not (packable(x) and self.weight.dtype == x.dtype) or _get_current_dispatch_mode() is not None:
+        """``post_op(x W^T + b)`` for (..., in) ``x``, ``post_op`` one of :data:`POST_OPS`; (..., out) out."""
+        if not (fusable(x) and self.weight.dtype == x.dtype):
             out = F.linear(x, self.weight, self.bias)
+            if post_op == "relu" and not torch.is_grad_enabled():
+                return out.relu_()  # the product's output is fresh: rectified in place, no second map
             activation = POST_OPS[post_op]
             return out if activation is None else activation(out)
-        if self.packed is None:
-            self.packed = pack(self.weight, x.shape[:-1].numel())
+        weight = self.weight
+        if x.dtype == torch.bfloat16:
+            if self.packed is None:
+                self.packed = pack(self.weight, x.shape[:-1].numel())
+            weight = self.packed
         flat = x.reshape(-1, x.shape[-1])  # (rows, in)
-        out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, post_op, [], "none")  # (rows, out)
+        out = torch.ops.mkldnn._linear_pointwise(flat, weight, self.bias, post_op, [], "none")  # (rows, out)
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def linear(module: nn.Linear, x: torch.Tensor, post_op: str = "none") -> torch.Tensor:
-    """``post_op(module(x))`` as a :class:`Product` of the module's weight, packed once per module (again when the
-    weight changes)."""
-    weight = module.weight
-    key = (weight.dtype, weight.device, weight.data_ptr(), weight._version)
+    """``post_op(module(x))`` as a :class:`Product` of the module's weight and bias, kept per module (a weak
+    reference to it) and rebuilt when either changes: a packed copy of the weight lives as long as the module."""
+    key = weights_key(module.weight, module.bias)
     cached = _products.get(module)
     if cached is None or cached[0] != key:
-        cached = _products[module] = (key, Product(weight, module.bias))
+        cached = _products[module] = (key, Product(module.weight, module.bias))
     return cached[1](x, post_op)
