@@ -82,6 +82,29 @@ def test_stacked_and_composed_products_follow_weight_changes():
                 cross.v_proj.bias.add_(1)
 
 
+def test_a_tracked_model_can_still_be_copied_and_saved(tmp_path):
+    """What the fast paths derive from the weights (oneDNN's packed weights among them, which cannot be copied) is
+    kept beside the model, not on it: after a bf16 frame the model deep-copies and saves as before."""
+    import copy
+
+    from segvlm.config import SegmenterConfig
+    from segvlm.segmentation.base import ObjectPrompt
+    from segvlm.segmentation.sam2 import EdgeTamVideoSegmenter
+
+    segmenter = EdgeTamVideoSegmenter.from_config(SegmenterConfig(model="tiny-random:edgetam", dtype="bfloat16"))
+    session = segmenter.start(48, 64)
+    frame = np.random.default_rng(8).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    for index in range(3):
+        session.step(frame, [ObjectPrompt(1, box=(8, 8, 40, 40))] if index == 0 else [])
+    copied = copy.deepcopy(segmenter.model)
+    assert torch.equal(
+        copied.memory_attention.layers[0].self_attn.q_proj.weight,
+        segmenter.model.memory_attention.layers[0].self_attn.q_proj.weight,
+    )
+    torch.save(segmenter.model, tmp_path / "model.pt")
+    assert (tmp_path / "model.pt").stat().st_size > 0
+
+
 def test_edgetam_memory_layout_splits_keys_as_transformers_rotates_them():
     """The keys EdgeTAM's cross-attention rotates (each frame's 2-D latents) and those it leaves (1-D latents,
     object pointers), found by rotating an index map with transformers' own function."""

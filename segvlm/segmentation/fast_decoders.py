@@ -31,7 +31,7 @@ from torch import nn
 
 from segvlm.segmentation import cpu_attention, onednn
 from segvlm.segmentation.fast_image_encoder import GLOBAL_TOKENS
-from segvlm.segmentation.fast_switch import SWITCH_ATTRIBUTE, Switch
+from segvlm.segmentation.fast_switch import SWITCH_ATTRIBUTE, Switch, derived, weights_key
 
 
 # -- memory encoder (reduced precision) ---------------------------------------------------------------------
@@ -297,12 +297,8 @@ def _mask_decoder(
 def _wide_positions(self) -> torch.Tensor:
     """``get_image_wide_positional_embeddings()`` (1, C, H, W), a channels-last view of its (H, W, C) map: a
     function of the prompt encoder's weights only, computed once per weights version."""
-    table = self.shared_image_embedding.positional_embedding
-    key = (table._version, table.dtype, table.device)
-    cached = self._segvlm_wide_positions
-    if cached is None or cached[0] != key:
-        cached = self._segvlm_wide_positions = (key, type(self).get_image_wide_positional_embeddings(self))
-    return cached[1]
+    key = weights_key(self.shared_image_embedding.positional_embedding)
+    return derived(self, "wide positions", key, lambda: type(self).get_image_wide_positional_embeddings(self))
 
 
 def _tracking_frame(

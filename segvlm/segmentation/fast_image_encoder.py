@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from segvlm.segmentation import cpu_attention, onednn
-from segvlm.segmentation.fast_switch import Switch
+from segvlm.segmentation.fast_switch import Switch, derived, weights_key
 
 GLOBAL_TOKENS = 1024  # image-encoder attentions over this many keys (the global blocks) use the chunked kernel
 
@@ -134,16 +134,17 @@ def _pointwise(conv) -> bool:
 
 def _composed(lateral: torch.nn.Conv2d, projection: torch.nn.Conv2d, dtype: torch.dtype):
     """``projection(lateral(x))`` of two 1x1 convolutions as one: its (C_out, C_in, 1, 1) weight and (C_out,) bias
-    in ``dtype``, the product taken in float32 and rounded once; kept on ``lateral`` and rebuilt when a weight
+    in ``dtype``, the product taken in float32 and rounded once; kept for ``lateral`` and rebuilt when a weight
     changes."""
-    versions = onednn.weights_key(lateral.weight, lateral.bias, projection.weight, projection.bias)
-    cached = lateral._segvlm_composed.get(dtype)
-    if cached is None or cached[0] != versions:
+
+    def compose() -> tuple[torch.Tensor, torch.Tensor]:
         outer = projection.weight.float()[:, :, 0, 0]  # (C_out, C)
         weight = outer @ lateral.weight.float()[:, :, 0, 0]  # (C_out, C_in)
         bias = outer @ lateral.bias.float() + projection.bias.float()  # (C_out,)
-        cached = lateral._segvlm_composed[dtype] = (versions, weight[:, :, None, None].to(dtype), bias.to(dtype))
-    return cached[1], cached[2]
+        return weight[:, :, None, None].to(dtype), bias.to(dtype)
+
+    key = weights_key(lateral.weight, lateral.bias, projection.weight, projection.bias)
+    return derived(lateral, ("composed", dtype), key, compose)
 
 
 def _projected_lateral(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,7 +191,7 @@ def compose_high_resolution_projections(model, switch: Switch) -> int:
             continue
         # Patched in place, as the other fast paths are: the model's modules and state-dict keys stay as loaded
         # (the projection is held in a tuple so that it is not registered as a submodule of the lateral).
-        lateral._segvlm_switch, lateral._segvlm_projection, lateral._segvlm_composed = switch, (projection,), {}
+        lateral._segvlm_switch, lateral._segvlm_projection = switch, (projection,)
         lateral.forward = types.MethodType(_projected_lateral, lateral)
         projection.forward = types.MethodType(_skip_if_projected, projection)
         composed += 1

@@ -75,7 +75,7 @@ from segvlm.segmentation.fast_image_encoder import (
     _multiscale_attention,
     compose_high_resolution_projections,
 )
-from segvlm.segmentation.fast_switch import CACHE_ATTRIBUTE, SWITCH_ATTRIBUTE, Switch
+from segvlm.segmentation.fast_switch import CACHE_ATTRIBUTE, SWITCH_ATTRIBUTE, Switch, derived, weights_key
 
 
 @dataclass
@@ -211,15 +211,13 @@ def _uncached_self_attention(attn, hidden: torch.Tensor, cos: torch.Tensor, sin:
 def _stacked_projections(attn, dtype: torch.dtype) -> onednn.Product:
     """The self-attention's ``q_proj``, ``k_proj`` and ``v_proj`` stacked into one (3C, C) weight and (3C,) bias in
     ``dtype`` (the same values): one product over the (4096, C) map instead of three (0.5 ms less per layer at
-    two threads). Kept on the module until a weight changes."""
+    two threads). Kept for the module (``derived``) until a weight changes."""
     params = [p for proj in (attn.q_proj, attn.k_proj, attn.v_proj) for p in (proj.weight, proj.bias)]
-    key = (dtype, onednn.weights_key(*params))
-    cached = getattr(attn, "_segvlm_qkv", None)
-    if cached is None or cached[0] != key:
-        weight = torch.cat(params[0::2]).to(dtype)  # (3C, C)
-        bias = torch.cat(params[1::2]).to(dtype)  # (3C,)
-        cached = attn._segvlm_qkv = (key, onednn.Product(weight, bias))
-    return cached[1]
+
+    def stack() -> onednn.Product:
+        return onednn.Product(torch.cat(params[0::2]).to(dtype), torch.cat(params[1::2]).to(dtype))  # (3C, C), (3C,)
+
+    return derived(attn, "stacked q/k/v", (dtype, weights_key(*params)), stack)
 
 
 def _rope_self_attention(self, query, key, value, position_embeddings, **kwargs):
@@ -322,21 +320,22 @@ def _values_out(cross, mixed: torch.Tensor) -> torch.Tensor:
 
     Both projections are linear, so ``O(V_h x_h + b_V) + b_O = sum_h (O_h V_h) x_h + (O b_V + b_O)``: a
     (C, heads * C_mem) matrix instead of a 64 -> 256 and a 256 -> 256 product (one 4096 x 256 x 256 GEMM
-    and a pass over the map fewer per layer). The composed weight is taken in float32, rounded once, and kept on
-    the module until a weight changes."""
+    and a pass over the map fewer per layer). The composed weight is taken in float32, rounded once, and kept for
+    the module (``derived``) until a weight changes."""
     batch, heads, tokens, width = mixed.shape
     v_proj, o_proj = cross.v_proj, cross.o_proj
-    key = (mixed.dtype, onednn.weights_key(v_proj.weight, v_proj.bias, o_proj.weight, o_proj.bias))
-    cached = getattr(cross, "_segvlm_values_out", None)
-    if cached is None or cached[0] != key:
+
+    def compose() -> onednn.Product:
         head_dim = v_proj.out_features // heads
         inner = v_proj.weight.float().view(heads, head_dim, width)  # (heads, head_dim, C_mem)
         outer = o_proj.weight.float().view(-1, heads, head_dim)  # (C, heads, head_dim)
         weight = torch.einsum("chd,hdm->chm", outer, inner).reshape(outer.shape[0], heads * width)  # (C, heads*C_mem)
         bias = o_proj.weight.float() @ v_proj.bias.float() + o_proj.bias.float()  # (C,)
-        cached = cross._segvlm_values_out = (key, onednn.Product(weight.to(mixed.dtype), bias.to(mixed.dtype)))
+        return onednn.Product(weight.to(mixed.dtype), bias.to(mixed.dtype))
+
+    key = (mixed.dtype, weights_key(v_proj.weight, v_proj.bias, o_proj.weight, o_proj.bias))
     flat = mixed.transpose(1, 2).reshape(batch * tokens, heads * width)  # (B * HW, heads * C_mem)
-    return cached[1](flat)  # (B * HW, C)
+    return derived(cross, "values out", key, compose)(flat)  # (B * HW, C)
 
 
 PERCEIVER_SCORES = 1 << 18  # perceiver attentions with this many query-key pairs (the 1-D latents') use the kernel
@@ -546,7 +545,6 @@ def install(model) -> None:
     if type(model).__name__ == "Sam2VideoModel":
         model._prepare_memory_conditioned_features = types.MethodType(_fast_prepare, model)
     if type(model).__name__ in ("Sam2VideoModel", "EdgeTamVideoModel"):
-        model._segvlm_wide_positions = None
         model._single_frame_forward = types.MethodType(_tracking_frame, model)
         compose_high_resolution_projections(model, switch)
     for module in model.modules():

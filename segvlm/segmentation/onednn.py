@@ -15,7 +15,6 @@ with ``F.linear`` and the activation.
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -23,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-POST_OPS = {"none": None, "relu": F.relu, "gelu": F.gelu}  # oneDNN's post-op name -> the function it applies
+from segvlm.segmentation.fast_switch import derived, weights_key
 
-_products: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # nn.Linear -> (weight key, Product)
+POST_OPS = {"none": None, "relu": F.relu, "gelu": F.gelu}  # oneDNN's post-op name -> the function it applies
 
 
 @functools.cache
@@ -69,20 +68,6 @@ def fusable(x: torch.Tensor) -> bool:
     )
 
 
-def weights_key(*tensors: torch.Tensor | None) -> tuple:
-    """What identifies the values of ``tensors`` for a cache of something computed from them: each one's storage,
-    dtype, device and version (bumped by in-place changes; not by writes through ``.data``). Inference tensors
-    have no version; their values cannot change outside inference mode."""
-
-    def version(tensor: torch.Tensor) -> int:
-        try:
-            return tensor._version
-        except RuntimeError:  # an inference tensor
-            return -1
-
-    return tuple(None if t is None else (t.data_ptr(), t.dtype, t.device, tuple(t.shape), version(t)) for t in tensors)
-
-
 @dataclass
 class Product:
     """A linear map, (out, in) ``weight`` and (out,) ``bias``, applied by oneDNN where :func:`fusable` (the weight
@@ -111,10 +96,8 @@ class Product:
 
 
 def linear(module: nn.Linear, x: torch.Tensor, post_op: str = "none") -> torch.Tensor:
-    """``post_op(module(x))`` as a :class:`Product` of the module's weight and bias, kept per module (a weak
-    reference to it) and rebuilt when either changes: a packed copy of the weight lives as long as the module."""
+    """``post_op(module(x))`` as a :class:`Product` of the module's weight and bias, kept for the module
+    (:func:`~segvlm.segmentation.fast_switch.derived`) and rebuilt when either changes: a packed copy of the weight
+    lives as long as the module."""
     key = weights_key(module.weight, module.bias)
-    cached = _products.get(module)
-    if cached is None or cached[0] != key:
-        cached = _products[module] = (key, Product(module.weight, module.bias))
-    return cached[1](x, post_op)
+    return derived(module, "product", key, lambda: Product(module.weight, module.bias))(x, post_op)
