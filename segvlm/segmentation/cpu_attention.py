@@ -28,8 +28,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 QUERY_CHUNK = 256  # queries per fused graph: (256, ~29 k) float32 scores stay within the L3 cache's reach
 MIN_SCORES = 1 << 22  # smaller attentions (queries x keys) skip the compiled kernel: not worth its first-use compile
 
-_compiled = None  # the compiled chunk function, built on first use
-_compiled_narrow = None  # the compiled chunk function with a second, narrower set of keys
+_compiled_functions: dict = {}  # function -> its compiled version (any shapes), built on first use
 _unavailable: str | None = None  # why compilation failed, once it has
 
 
@@ -69,31 +68,38 @@ def _chunk_with_narrow_keys(
     return (mixed / weights.sum(dim=-1, keepdim=True)).to(value.dtype)  # (c, dv)
 
 
-def _heads(kernel, query, key, value, scale: float, chunk: int) -> torch.Tensor:
-    """Run ``kernel`` over every leading index (batch, head) and query chunk; (..., L, dv) out."""
-    lead = query.shape[:-2]
-    q = query.reshape(-1, *query.shape[-2:])  # (BH, L, d)
-    k = key.expand(*lead, *key.shape[-2:]).reshape(-1, *key.shape[-2:])  # (BH, N, d)
-    v = value.expand(*lead, *value.shape[-2:]).reshape(-1, *value.shape[-2:])  # (BH, N, dv)
+_QKV = (True, False, False)  # of (query, key, value): which tensors :func:`_heads` slices by query rows
+
+
+def _heads(kernel, tensors: tuple, per_query: tuple, scale: float, chunk: int) -> torch.Tensor:
+    """Run ``kernel(*tensors, scale)`` over every leading index (batch, head) of ``tensors[0]`` (the queries) and
+    every ``chunk`` query rows: the tensors marked in ``per_query`` are sliced by query rows, the others (keys,
+    values) are passed whole; (..., L, dv) out."""
+    lead = tensors[0].shape[:-2]
+    flat = [t.expand(*lead, *t.shape[-2:]).reshape(-1, *t.shape[-2:]) for t in tensors]  # each (BH, rows, width)
+    rows = flat[0].shape[1]
     out = []
-    for index in range(q.shape[0]):
-        qh, kh, vh = q[index], k[index].contiguous(), v[index].contiguous()
-        out.append(torch.cat([kernel(qh[i : i + chunk], kh, vh, scale) for i in range(0, qh.shape[0], chunk)]))
-    return torch.stack(out).reshape(*lead, q.shape[-2], v.shape[-1])  # (..., L, dv)
+    for index in range(flat[0].shape[0]):
+        head = [t[index] if sliced else t[index].contiguous() for t, sliced in zip(flat, per_query)]
+        parts = [
+            kernel(*(t[i : i + chunk] if sliced else t for t, sliced in zip(head, per_query)), scale)
+            for i in range(0, rows, chunk)
+        ]
+        out.append(torch.cat(parts))
+    out = torch.stack(out)  # (BH, L, dv)
+    return out.reshape(*lead, rows, out.shape[-1])  # (..., L, dv)
+
+
+def _compiled_function(function):
+    """``function`` compiled for any shapes, once per process (torch caches the generated code on disk)."""
+    compiled = _compiled_functions.get(function)
+    if compiled is None:
+        compiled = _compiled_functions[function] = torch.compile(function, dynamic=True, fullgraph=True)
+    return compiled
 
 
 def _kernel():
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(_chunk, dynamic=True, fullgraph=True)
-    return _compiled
-
-
-def _kernel_with_narrow_keys():
-    global _compiled_narrow
-    if _compiled_narrow is None:
-        _compiled_narrow = torch.compile(_chunk_with_narrow_keys, dynamic=True, fullgraph=True)
-    return _compiled_narrow
+    return _compiled_function(_chunk)
 
 
 def _compile_failed(error: Exception) -> None:
@@ -126,9 +132,6 @@ def _rope_rounded(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return apply_rope(x.float(), cos, sin).to(x.dtype)
 
 
-_compiled_passes: dict = {}  # elementwise function -> its compiled version, built on first use
-
-
 def fused(function, x: torch.Tensor, *args):
     """``function(x, *args)`` (elementwise maths and reductions, no products) as one compiled pass where ``x`` takes
     the compiled path (CPU, bf16/fp16, compilable here), else eagerly: the same function, each intermediate kept
@@ -149,10 +152,7 @@ def one_pass(function, *args):
     run here (said once, then never tried again) or a dispatch mode (a flop counter, a profiler mode) is active."""
     if compilable():
         try:
-            compiled = _compiled_passes.get(function)
-            if compiled is None:
-                compiled = _compiled_passes[function] = torch.compile(function, dynamic=True, fullgraph=True)
-            return compiled(*args)
+            return _compiled_function(function)(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: use the eager ops
             _compile_failed(error)
     return function(*args)
@@ -193,14 +193,14 @@ def attention(
     threshold = MIN_SCORES if min_scores is None else min_scores
     if usable(query) and scale > 0 and query.shape[-2] * key.shape[-2] >= threshold:
         if _get_current_dispatch_mode() is not None:  # a flop counter or profiler mode: compiled code cannot run
-            return _heads(_chunk, query, key, value, scale, chunk)
+            return _heads(_chunk, (query, key, value), _QKV, scale, chunk)
         try:
-            return _heads(_kernel(), query, key, value, scale, chunk)
+            return _heads(_kernel(), (query, key, value), _QKV, scale, chunk)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: use the portable kernel
             _compile_failed(error)
     if value.shape[-1] == query.shape[-1]:
         return F.scaled_dot_product_attention(query, key, value, scale=scale)
-    return _heads(_chunk, query, key, value, scale, chunk)
+    return _heads(_chunk, (query, key, value), _QKV, scale, chunk)
 
 
 @dataclass
@@ -241,29 +241,11 @@ def attention_with_narrow_keys(
     :class:`NarrowKeys` ``narrow`` (N2 more keys), times (..., N1 + N2, dv) ``value`` (the first set's rows, then
     the second's); (..., L, dv) out in the value dtype. Compiled like :func:`attention` (CPU, bf16/fp16); eager
     where compilation is unavailable or a dispatch mode is active."""
-    lead = query.shape[:-2]
-    flat = [
-        tensor.expand(*lead, *tensor.shape[-2:]).reshape(-1, *tensor.shape[-2:])
-        for tensor in (query, key, narrow.query, narrow.key, narrow.bias, value)
-    ]  # each (BH, rows, width)
-    shape = (*lead, query.shape[-2], value.shape[-1])
-    if usable(query) and _get_current_dispatch_mode() is None:
+    tensors = (query, key, narrow.query, narrow.key, narrow.bias, value)
+    per_query = (True, False, True, False, True, False)
+    if usable(query) and compilable():
         try:
-            return _narrow_heads(_kernel_with_narrow_keys(), flat, scale, chunk).reshape(shape)
+            return _heads(_compiled_function(_chunk_with_narrow_keys), tensors, per_query, scale, chunk)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: the eager maths
             _compile_failed(error)
-    return _narrow_heads(_chunk_with_narrow_keys, flat, scale, chunk).reshape(shape)
-
-
-def _narrow_heads(kernel, flat: list[torch.Tensor], scale: float, chunk: int) -> torch.Tensor:
-    q, k, nq, nk, nb, v = flat
-    out = []
-    for index in range(q.shape[0]):
-        qh, kh, nqh, nkh, nbh, vh = (t[index] for t in (q, k, nq, nk, nb, v))
-        kh, nkh, vh = kh.contiguous(), nkh.contiguous(), vh.contiguous()
-        parts = [
-            kernel(qh[i : i + chunk], kh, nqh[i : i + chunk], nkh, nbh[i : i + chunk], vh, scale)
-            for i in range(0, qh.shape[0], chunk)
-        ]
-        out.append(torch.cat(parts))
-    return torch.stack(out)  # (BH, L, dv)
+    return _heads(_chunk_with_narrow_keys, tensors, per_query, scale, chunk)
